@@ -1,0 +1,1 @@
+"""ONNX export of a trained controller, parity checks, metadata and the onnxruntime session factory."""

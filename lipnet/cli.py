@@ -1,0 +1,79 @@
+"""The `lipnet` command: one subcommand per pipeline stage (see DESIGN.md).
+
+Each subcommand lives in `lipnet.commands.<name>` with `add_arguments(parser)` and `run(args) -> int`;
+the module keeps heavy imports inside `run` so that `lipnet --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from lipnet import __version__
+from lipnet.exceptions import LipnetError
+
+__all__ = ["main", "build_parser"]
+
+COMMANDS = {
+    "train": "train a Lipschitz-bounded controller against a plant",
+    "certify": "bound the controller's Lipschitz constant and certify the closed loop",
+    "export": "export a trained controller to ONNX with proven parity",
+    "hil": "hardware-in-the-loop: serve a model on a device, run the plant loop on the host",
+    "simulate": "closed loop in one process (a run folder or an ONNX model against a plant)",
+}
+
+
+def _not_available(name: str):
+    def run(args) -> int:
+        print(f"lipnet {name}: not available yet in this version of lipnet.", file=sys.stderr)
+        return 2
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, one subparser per subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="lipnet", description="Lipschitz-bounded neural controllers: train, certify, export, hil.",
+        epilog="example: lipnet train --plant cartpole --out runs/cartpole")
+    parser.add_argument("--version", action="version", version=f"lipnet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, helptext in COMMANDS.items():
+        try:
+            mod = importlib.import_module(f"lipnet.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"lipnet.commands.{name}":
+                raise
+            mod = None
+        available = mod is not None and hasattr(mod, "run")
+        p = sub.add_parser(name, help=helptext + ("" if available else " (not available yet)"),
+                           description=helptext, formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog=getattr(mod, "EXAMPLE", None))
+        if available:
+            mod.add_arguments(p)
+            p.set_defaults(func=mod.run)
+        else:
+            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            p.set_defaults(func=_not_available(name))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `lipnet` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except LipnetError as exc:
+        print(f"lipnet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lipnet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

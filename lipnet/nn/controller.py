@@ -1,0 +1,186 @@
+"""The `Controller`: raw plant state → input scaling → Lipschitz MLP → output scaling → saturation.
+
+    z = (x − x_offset) / state_scale          (diagonal input scaling)
+    y = W_D σ(⋯ σ(W_1 z + b_1) ⋯) + b_D       (normalised layers, 1-Lipschitz σ)
+    v = u_offset + action_scale ⊙ y           (diagonal output scaling)
+    u = sat(v)                                (1-Lipschitz per channel: smooth tanh or hard clip)
+
+Every stage is Lipschitz with a known constant, so `lipschitz_bound()` from raw state to actuator
+command is `max(action_scale) · Π_l Lip(W_l) / min(state_scale)` by construction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lipnet.exceptions import LipnetDimension
+
+from .activations import ACTIVATIONS, make_activation
+from .layers import LAYER_KINDS, LipschitzLinear, make_linear
+
+__all__ = ["Controller", "SATURATIONS"]
+
+SATURATIONS = ("tanh", "clip", "none")
+
+
+def _vec(value, n: int, name: str, default: float) -> torch.Tensor:
+    if value is None:
+        return torch.full((n,), float(default), dtype=torch.float64)
+    t = torch.as_tensor(np.asarray(value, dtype=np.float64).reshape(-1))
+    if t.numel() == 1:
+        t = t.expand(n).clone()
+    if t.numel() != n:
+        raise LipnetDimension(f"{name} has {t.numel()} entries but {n} are needed")
+    if not torch.isfinite(t).all():
+        raise LipnetDimension(f"{name} has non-finite entries: {t.tolist()}")
+    return t
+
+
+class Controller(nn.Module):
+    """Lipschitz-bounded state-feedback controller in the plant's raw units.
+
+    Parameters
+    ----------
+    n_x, n_u : state and action dimensions.
+    hidden : widths of the hidden layers.
+    activation : `relu`, `tanh` or `groupsort`.
+    layer : `frobenius` (paper 000), `spectral`, `orthogonal` or `plain`.
+    gains : per-layer gains `g_l` (len(hidden) + 1 values; a scalar is repeated).
+    state_offset, state_scale : input scaling `z = (x − offset) / scale`.
+    action_offset, action_scale : output scaling `v = offset + scale ⊙ y`.
+    u_low, u_high : actuator limits (None: unlimited).
+    saturation : `tanh` (smooth), `clip` (hard) or `none`; ignored without limits.
+    """
+
+    def __init__(self, n_x: int, n_u: int, hidden=(64, 64), activation: str = "relu",
+                 layer: str = "frobenius", gains=1.0, bias: bool = True,
+                 state_offset=None, state_scale=None, action_offset=None, action_scale=None,
+                 u_low=None, u_high=None, saturation: str = "tanh"):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
+        if layer not in LAYER_KINDS:
+            raise ValueError(f"unknown layer kind {layer!r}; valid: {', '.join(LAYER_KINDS)}")
+        if saturation not in SATURATIONS:
+            raise ValueError(f"unknown saturation {saturation!r}; valid: {', '.join(SATURATIONS)}")
+        hidden = tuple(int(h) for h in hidden)
+        if activation == "groupsort" and any(h % 2 for h in hidden):
+            raise LipnetDimension(f"groupsort needs even hidden widths, got {hidden}")
+        self.n_x, self.n_u = int(n_x), int(n_u)
+        self.hidden, self.activation, self.layer_kind = hidden, activation, layer
+        self.saturation, self.use_bias = saturation, bool(bias)
+        widths = (self.n_x, *hidden, self.n_u)
+        depth = len(widths) - 1
+        gains = [float(gains)] * depth if np.isscalar(gains) else [float(g) for g in gains]
+        if len(gains) != depth:
+            raise LipnetDimension(f"{len(gains)} gains given for {depth} layers")
+        self.layers = nn.ModuleList(make_linear(layer, widths[i], widths[i + 1], gains[i], bias)
+                                    for i in range(depth))
+        self.act = make_activation(activation)
+        self.register_buffer("state_offset", _vec(state_offset, n_x, "state_offset", 0.0).float())
+        self.register_buffer("state_scale", _vec(state_scale, n_x, "state_scale", 1.0).float())
+        self.register_buffer("action_offset", _vec(action_offset, n_u, "action_offset", 0.0).float())
+        self.register_buffer("action_scale", _vec(action_scale, n_u, "action_scale", 1.0).float())
+        if (self.state_scale <= 0).any() or (self.action_scale <= 0).any():
+            raise ValueError("state_scale and action_scale must be positive")
+        self.has_limits = u_low is not None or u_high is not None
+        self.register_buffer("u_low", _vec(u_low, n_u, "u_low", -np.inf).float())
+        self.register_buffer("u_high", _vec(u_high, n_u, "u_high", np.inf).float())
+        if (self.u_low >= self.u_high).any():
+            raise ValueError(f"u_low must be below u_high, got {self.u_low.tolist()} / {self.u_high.tolist()}")
+
+    # --- forward -------------------------------------------------------------------------------------
+    def network(self, z: torch.Tensor) -> torch.Tensor:
+        """The normalised MLP on scaled inputs."""
+        for i, lin in enumerate(self.layers):
+            z = lin(z)
+            if i < len(self.layers) - 1:
+                z = self.act(z)
+        return z
+
+    def saturate(self, v: torch.Tensor) -> torch.Tensor:
+        """Actuator saturation (1-Lipschitz per channel)."""
+        if not self.has_limits or self.saturation == "none":
+            return v
+        if self.saturation == "clip":
+            return torch.clamp(v, self.u_low, self.u_high)
+        lo, hi = self.u_low, self.u_high
+        finite = torch.isfinite(lo) & torch.isfinite(hi)
+        # Smooth saturation around the centre of a two-sided range; one-sided limits are clipped.
+        centre = torch.where(finite, (lo + hi) / 2, torch.zeros_like(lo))
+        half = torch.where(finite, (hi - lo) / 2, torch.ones_like(lo))
+        smooth = centre + half * torch.tanh((v - centre) / half)
+        return torch.where(finite, smooth, torch.clamp(v, lo, hi))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.n_x:
+            raise LipnetDimension(f"controller expects states of dimension {self.n_x}, got shape {tuple(x.shape)}")
+        z = (x - self.state_offset.to(x.dtype)) / self.state_scale.to(x.dtype)
+        v = self.action_offset.to(x.dtype) + self.action_scale.to(x.dtype) * self.network(z)
+        return self.saturate(v)
+
+    # --- bounds and views ----------------------------------------------------------------------------
+    @property
+    def linear_layers(self) -> list[LipschitzLinear]:
+        return list(self.layers)
+
+    def network_lipschitz_bound(self) -> float:
+        """Π_l Lip(W_l): the construction bound of the MLP on scaled inputs."""
+        return float(np.prod([lin.lipschitz() for lin in self.layers]))
+
+    def lipschitz_bound(self) -> float:
+        """Certified-by-construction ℓ2 Lipschitz bound from raw state to actuator command."""
+        a = float(self.action_scale.double().max())
+        s = float(self.state_scale.double().min())
+        return a * self.network_lipschitz_bound() / s
+
+    @torch.no_grad()
+    def folded_weights(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Plain float64 `(W, b)` per layer with input and output scalings folded in.
+
+        The controller is then `sat(W_D σ(⋯ σ(W_1 x + b_1)) + b_D)` in raw units: what certification,
+        export and the numpy reference all use.
+        """
+        out = []
+        for lin in self.layers:
+            w = lin.weight.detach().double().cpu().numpy().copy()
+            b = (lin.bias.detach().double().cpu().numpy().copy() if lin.bias is not None
+                 else np.zeros(w.shape[0]))
+            out.append((w, b))
+        s = self.state_scale.double().cpu().numpy()
+        x0 = self.state_offset.double().cpu().numpy()
+        w0, b0 = out[0]
+        w0 = w0 / s[None, :]
+        out[0] = (w0, b0 - w0 @ x0)
+        a = self.action_scale.double().cpu().numpy()
+        u0 = self.action_offset.double().cpu().numpy()
+        wl, bl = out[-1]
+        out[-1] = (a[:, None] * wl, a * bl + u0)
+        return out
+
+    def limits(self) -> tuple[np.ndarray, np.ndarray]:
+        """Actuator limits as float64 arrays (±inf where unlimited)."""
+        return self.u_low.double().cpu().numpy(), self.u_high.double().cpu().numpy()
+
+    # --- (de)serialisation ---------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """Architecture and scalings as plain Python values (enough to rebuild with `from_config`)."""
+        lo, hi = self.limits()
+        return {
+            "n_x": self.n_x, "n_u": self.n_u, "hidden": list(self.hidden), "activation": self.activation,
+            "layer": self.layer_kind, "gains": [float(lin.gain) for lin in self.layers], "bias": self.use_bias,
+            "state_offset": self.state_offset.tolist(), "state_scale": self.state_scale.tolist(),
+            "action_offset": self.action_offset.tolist(), "action_scale": self.action_scale.tolist(),
+            "u_low": [float(v) for v in lo] if self.has_limits else None,
+            "u_high": [float(v) for v in hi] if self.has_limits else None,
+            "saturation": self.saturation,
+        }
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> Controller:
+        """Rebuild an (untrained) controller from `config()`."""
+        return cls(**cfg)

@@ -1,0 +1,133 @@
+"""Linear layers whose Lipschitz constant is known: Frobenius-normalised, spectral, orthogonal, plain.
+
+Biases are Euclidean parameters in every layer: a constant shift changes no Lipschitz constant, so
+they enter no bound, and every optimiser updates them as plain vectors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from lipnet.manifolds import ManifoldParameter, Sphere, Stiefel
+
+__all__ = ["LipschitzLinear", "FrobeniusLinear", "SpectralLinear", "OrthogonalLinear", "PlainLinear",
+           "make_linear", "LAYER_KINDS"]
+
+
+class LipschitzLinear(nn.Module):
+    """Base: `y = W x + b` with `weight` derived from free parameters and a `lipschitz()` bound on ‖W‖₂."""
+
+    in_features: int
+    out_features: int
+
+    def __init__(self, in_features: int, out_features: int, gain: float, bias: bool):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.register_buffer("gain", torch.tensor(float(gain)))
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(out_features))
+        else:
+            self.register_parameter("bias", None)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The effective weight matrix `W` (out × in)."""
+        raise NotImplementedError
+
+    def lipschitz(self) -> float:
+        """A sound upper bound on ‖W‖₂ that holds by construction."""
+        return float(self.gain)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, gain={float(self.gain):.4g}"
+
+
+class FrobeniusLinear(LipschitzLinear):
+    """`W = g · V / ‖V‖_F` with `V` on the unit sphere (paper 000): ‖W‖₂ ≤ ‖W‖_F = g.
+
+    Dividing by ‖V‖_F in the forward pass keeps the bound true under any optimiser (Adam, SGD);
+    the sphere optimisers keep ‖V‖_F = 1 so that the division is the identity for them.
+    """
+
+    def __init__(self, in_features: int, out_features: int, gain: float = 1.0, bias: bool = True):
+        super().__init__(in_features, out_features, gain, bias)
+        v = torch.empty(out_features, in_features)
+        nn.init.orthogonal_(v)
+        self.direction = ManifoldParameter(v, Sphere())
+
+    @property
+    def weight(self):
+        return self.gain * self.direction / self.direction.norm()
+
+
+class SpectralLinear(LipschitzLinear):
+    """`W = g · V / σ_max(V)` with σ_max computed exactly (SVD): ‖W‖₂ = g."""
+
+    def __init__(self, in_features: int, out_features: int, gain: float = 1.0, bias: bool = True):
+        super().__init__(in_features, out_features, gain, bias)
+        v = torch.empty(out_features, in_features)
+        nn.init.orthogonal_(v)
+        self.raw_weight = nn.Parameter(v)
+
+    @property
+    def weight(self):
+        return self.gain * self.raw_weight / torch.linalg.matrix_norm(self.raw_weight, ord=2)
+
+
+class OrthogonalLinear(LipschitzLinear):
+    """`W = g · Y` (or `g · Yᵀ` when wide) with `Y` on the Stiefel manifold: ‖W‖₂ = g exactly."""
+
+    def __init__(self, in_features: int, out_features: int, gain: float = 1.0, bias: bool = True):
+        super().__init__(in_features, out_features, gain, bias)
+        big, small = max(in_features, out_features), min(in_features, out_features)
+        y = torch.empty(big, small)
+        nn.init.orthogonal_(y)
+        self.frame = ManifoldParameter(y, Stiefel())
+        self.transposed = out_features < in_features
+
+    @property
+    def weight(self):
+        y = self.frame.transpose(0, 1) if self.transposed else self.frame
+        return self.gain * y
+
+    def lipschitz(self) -> float:
+        # ‖Y‖₂ = sqrt(‖YᵀY‖₂): sound even if the frame drifted off the manifold.
+        y = self.frame.detach().double()
+        return float(self.gain) * math.sqrt(float(torch.linalg.matrix_norm(y.T @ y, ord=2)))
+
+
+class PlainLinear(LipschitzLinear):
+    """An unconstrained weight (for AGD as published and for baselines); bound = its exact ‖W‖₂."""
+
+    def __init__(self, in_features: int, out_features: int, gain: float = 1.0, bias: bool = True):
+        super().__init__(in_features, out_features, gain, bias)
+        v = torch.empty(out_features, in_features)
+        nn.init.orthogonal_(v)
+        # AGD's initialisation: orthogonal scaled so that singular values are sqrt(out/in) · gain.
+        self.raw_weight = nn.Parameter(v * math.sqrt(out_features / in_features) * float(gain))
+
+    @property
+    def weight(self):
+        return self.raw_weight
+
+    def lipschitz(self) -> float:
+        return float(torch.linalg.matrix_norm(self.raw_weight.detach().double(), ord=2))
+
+
+LAYER_KINDS = {"frobenius": FrobeniusLinear, "spectral": SpectralLinear,
+               "orthogonal": OrthogonalLinear, "plain": PlainLinear}
+
+
+def make_linear(kind: str, in_features: int, out_features: int, gain: float, bias: bool = True):
+    """Build a layer of the named kind (`frobenius`, `spectral`, `orthogonal`, `plain`)."""
+    try:
+        cls = LAYER_KINDS[kind]
+    except KeyError:
+        raise ValueError(f"unknown layer kind {kind!r}; valid: {', '.join(LAYER_KINDS)}") from None
+    return cls(in_features, out_features, gain=gain, bias=bias)

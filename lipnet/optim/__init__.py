@@ -1,0 +1,1 @@
+"""Automatic optimisers (each a `torch.optim.Optimizer`) chosen by name, and the path-lifting rescaling."""

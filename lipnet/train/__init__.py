@@ -1,0 +1,1 @@
+"""Training: losses (rollout cost, imitation), the loop, checkpoints and run folders."""

@@ -1,0 +1,5 @@
+"""Plant models: batched, differentiable simulators, loaders, LQR baselines and rollouts."""
+
+from .base import InitialStates, Plant
+
+__all__ = ["Plant", "InitialStates"]

@@ -1,0 +1,92 @@
+"""The `Plant` interface: a batched, differentiable, discrete-time model `x⁺ = step(x, u)`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+__all__ = ["Plant", "InitialStates"]
+
+
+@dataclass
+class InitialStates:
+    """A distribution of initial states: `x_eq + scale ⊙ U(-1, 1)` (uniform box) or Gaussian."""
+
+    scale: np.ndarray
+    kind: str = "uniform"  # "uniform" box of half-widths `scale`, or "normal" with std `scale`
+
+    def sample(self, n: int, x_eq: np.ndarray, generator: torch.Generator | None = None,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        scale = torch.as_tensor(self.scale, dtype=dtype)
+        if self.kind == "normal":
+            e = torch.randn(n, scale.numel(), generator=generator, dtype=dtype)
+        else:
+            e = 2 * torch.rand(n, scale.numel(), generator=generator, dtype=dtype) - 1
+        return torch.as_tensor(x_eq, dtype=dtype) + scale * e
+
+
+@dataclass
+class Plant:
+    """Base class: subclasses implement `step`; everything else is data.
+
+    Attributes: `n_x`, `n_u`, `dt` (sample time, > 0), `x_eq`, `u_eq` (equilibrium),
+    `u_low`, `u_high` (actuator limits, None if unlimited), `Q`, `R` (stage cost on deviations from
+    the equilibrium), `init_train`, `init_eval` (initial-state distributions; eval is the harder one),
+    `horizon` (default rollout length in steps), `state_names`, `state_units`, `input_names`, `spec`.
+    """
+
+    n_x: int
+    n_u: int
+    dt: float
+    x_eq: np.ndarray = None
+    u_eq: np.ndarray = None
+    u_low: np.ndarray | None = None
+    u_high: np.ndarray | None = None
+    Q: np.ndarray = None
+    R: np.ndarray = None
+    init_train: InitialStates = None
+    init_eval: InitialStates = None
+    horizon: int = 200
+    state_names: list[str] = field(default_factory=list)
+    state_units: list[str] = field(default_factory=list)
+    input_names: list[str] = field(default_factory=list)
+    spec: str = ""
+    name: str = "plant"
+
+    def __post_init__(self):
+        n, m = self.n_x, self.n_u
+        self.x_eq = np.zeros(n) if self.x_eq is None else np.asarray(self.x_eq, float).reshape(n)
+        self.u_eq = np.zeros(m) if self.u_eq is None else np.asarray(self.u_eq, float).reshape(m)
+        self.Q = np.eye(n) if self.Q is None else np.asarray(self.Q, float).reshape(n, n)
+        self.R = np.eye(m) if self.R is None else np.asarray(self.R, float).reshape(m, m)
+        if self.u_low is not None:
+            self.u_low = np.broadcast_to(np.asarray(self.u_low, float), (m,)).copy()
+        if self.u_high is not None:
+            self.u_high = np.broadcast_to(np.asarray(self.u_high, float), (m,)).copy()
+        if self.init_train is None:
+            self.init_train = InitialStates(np.ones(n))
+        if self.init_eval is None:
+            self.init_eval = InitialStates(1.5 * np.asarray(self.init_train.scale))
+        self.state_names = self.state_names or [f"x{i}" for i in range(n)]
+        self.state_units = self.state_units or ["" for _ in range(n)]
+        self.input_names = self.input_names or [f"u{i}" for i in range(m)]
+
+    def step(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """One sample period: `x` is `[batch, n_x]`, `u` is `[batch, n_u]`; differentiable."""
+        raise NotImplementedError
+
+    def sample_initial(self, n: int, split: str = "train", generator: torch.Generator | None = None,
+                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """`n` initial states from the training (`train`) or the harder evaluation (`eval`) distribution."""
+        dist = {"train": self.init_train, "eval": self.init_eval}[split]
+        return dist.sample(n, self.x_eq, generator=generator, dtype=dtype)
+
+    def stage_cost(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """`(x−x_eq)ᵀQ(x−x_eq) + (u−u_eq)ᵀR(u−u_eq)` per batch row."""
+        dx = x - torch.as_tensor(self.x_eq, dtype=x.dtype)
+        du = u - torch.as_tensor(self.u_eq, dtype=u.dtype)
+        q = torch.as_tensor(self.Q, dtype=x.dtype)
+        r = torch.as_tensor(self.R, dtype=u.dtype)
+        return ((dx @ q) * dx).sum(-1) + ((du @ r) * du).sum(-1)

@@ -1,0 +1,24 @@
+import subprocess
+import sys
+
+from lipnet.cli import COMMANDS, main
+
+
+def test_help_lists_every_subcommand_of_the_design():
+    out = subprocess.run([sys.executable, "-m", "lipnet.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for name in ("train", "certify", "export", "hil", "simulate"):
+        assert name in out.stdout
+
+
+def test_every_command_has_help_with_example(capsys):
+    for name in COMMANDS:
+        try:
+            main([name, "--help"])
+        except SystemExit as exc:
+            assert exc.code == 0
+        assert name in capsys.readouterr().out
+
+
+def test_no_command_exits_nonzero():
+    assert main([]) == 2
