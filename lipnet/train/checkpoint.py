@@ -1,0 +1,72 @@
+"""The controller checkpoint `controller.pt`: loads without any training state.
+
+Format `lipnet-controller/1`: a dict with `config` (Controller.config()), `state_dict` (plain tensors),
+`plant` (the plant spec string), `dt`, `lipnet_version` and free-form `meta`. Saved atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lipnet import __version__
+from lipnet.exceptions import RunFolderError
+from lipnet.nn import Controller
+
+__all__ = ["save_controller", "load_checkpoint", "load_controller", "atomic_torch_save", "CHECKPOINT_NAME"]
+
+CHECKPOINT_NAME = "controller.pt"
+FORMAT = "lipnet-controller/1"
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """`torch.save` to a temporary file in the same folder, then rename: never a half-written file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_controller(controller: Controller, path: str | os.PathLike, plant: str = "", dt: float | None = None,
+                    meta: dict | None = None) -> Path:
+    """Write `controller.pt` (a folder gets `controller.pt` inside it)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    state = {k: v.detach().cpu().clone().as_subclass(torch.Tensor) for k, v in controller.state_dict().items()}
+    atomic_torch_save({"format": FORMAT, "config": controller.config(), "state_dict": state, "plant": plant,
+                       "dt": dt, "lipnet_version": __version__, "meta": meta or {}}, path)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """The checkpoint dict of a run folder or a `controller.pt` file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.exists():
+        raise RunFolderError(f"no controller checkpoint at {path}; train one with `lipnet train ... --out RUN_DIR`")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupted or foreign file
+        raise RunFolderError(f"{path} is not a readable lipnet checkpoint ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise RunFolderError(f"{path} is not a lipnet controller checkpoint (format {FORMAT} expected)")
+    return ckpt
+
+
+def load_controller(path: str | os.PathLike) -> Controller:
+    """The trained `Controller` (float32, eval mode) from a run folder or `controller.pt`."""
+    ckpt = load_checkpoint(path)
+    controller = Controller.from_config(ckpt["config"])
+    controller.load_state_dict(ckpt["state_dict"])
+    return controller.eval()
