@@ -54,6 +54,8 @@ class Plant:
     input_names: list[str] = field(default_factory=list)
     spec: str = ""
     name: str = "plant"
+    # Constants as tensors per (name, dtype, device), so `step`/`stage_cost` never convert numpy per call.
+    _consts: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         n, m = self.n_x, self.n_u
@@ -83,10 +85,29 @@ class Plant:
         dist = {"train": self.init_train, "eval": self.init_eval}[split]
         return dist.sample(n, self.x_eq, generator=generator, dtype=dtype)
 
+    def const(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """The numpy attribute `name` (e.g. `Q`, `x_eq`) as a tensor of `like`'s dtype and device, cached.
+
+        The cache is keyed on the attribute's identity: assigning a new array refreshes it (in-place edits
+        of the numpy array are not seen).
+        """
+        src = getattr(self, name)
+        key = (name, like.dtype, like.device)
+        hit = self._consts.get(key)
+        if hit is not None and hit[0] is src:
+            return hit[1]
+        t = torch.as_tensor(np.asarray(src, dtype=np.float64), dtype=like.dtype, device=like.device)
+        self._consts[key] = (src, t)
+        return t
+
+    def clip(self, u: torch.Tensor) -> torch.Tensor:
+        """`u` clipped to the actuator limits (unchanged where the plant has none)."""
+        lo = None if self.u_low is None else self.const("u_low", u)
+        hi = None if self.u_high is None else self.const("u_high", u)
+        return u if lo is None and hi is None else torch.clamp(u, lo, hi)
+
     def stage_cost(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """`(x−x_eq)ᵀQ(x−x_eq) + (u−u_eq)ᵀR(u−u_eq)` per batch row."""
-        dx = x - torch.as_tensor(self.x_eq, dtype=x.dtype)
-        du = u - torch.as_tensor(self.u_eq, dtype=u.dtype)
-        q = torch.as_tensor(self.Q, dtype=x.dtype)
-        r = torch.as_tensor(self.R, dtype=u.dtype)
-        return ((dx @ q) * dx).sum(-1) + ((du @ r) * du).sum(-1)
+        """`(x−x_eq)ᵀQ(x−x_eq) + (u−u_eq)ᵀR(u−u_eq)` per batch row (any leading batch dimensions)."""
+        dx = x - self.const("x_eq", x)
+        du = u - self.const("u_eq", u)
+        return ((dx @ self.const("Q", x)) * dx).sum(-1) + ((du @ self.const("R", u)) * du).sum(-1)

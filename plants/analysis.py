@@ -1,0 +1,116 @@
+"""Linearisation at the equilibrium (torch.func.jacrev) and the discrete LQR baseline (control.dlqr)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .base import Plant
+
+__all__ = ["linearize", "lqr", "LQR", "LQRPolicy"]
+
+
+def _jacobians(plant: Plant, x0: torch.Tensor, u0: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def one(x, u):
+        return plant.step(x.unsqueeze(0), u.unsqueeze(0)).squeeze(0)
+
+    try:
+        A, B = torch.func.jacrev(one, argnums=(0, 1))(x0, u0)
+    except Exception:  # user code that functorch cannot trace (e.g. `.item()`): fall back to plain autograd
+        A, B = torch.autograd.functional.jacobian(one, (x0, u0))
+    return A.detach().numpy(), B.detach().numpy()
+
+
+def linearize(plant: Plant, x=None, u=None):
+    """Discrete linearisation of `plant.step` at `(x, u)` (default the equilibrium), float64, via `jacrev`.
+
+    Returns a `control.StateSpace` in deviation coordinates `δx⁺ = A δx + B δu` with `dt = plant.dt`,
+    `C = I`, `D = 0`.
+    """
+    import control
+
+    x0 = torch.as_tensor(plant.x_eq if x is None else x, dtype=torch.float64).reshape(plant.n_x)
+    u0 = torch.as_tensor(plant.u_eq if u is None else u, dtype=torch.float64).reshape(plant.n_u)
+    A, B = _jacobians(plant, x0, u0)
+    return control.ss(A, B, np.eye(plant.n_x), np.zeros((plant.n_x, plant.n_u)), plant.dt)
+
+
+class LQRPolicy(nn.Module):
+    """`u = u_eq − K (x − x_eq)`, clipped to `[u_low, u_high]` when `clip` and the limits exist."""
+
+    def __init__(self, K, x_eq, u_eq, u_low=None, u_high=None, clip: bool = True):
+        super().__init__()
+        f64 = torch.float64
+        self.register_buffer("K", torch.as_tensor(np.asarray(K, float), dtype=f64))
+        self.register_buffer("x_eq", torch.as_tensor(np.asarray(x_eq, float), dtype=f64))
+        self.register_buffer("u_eq", torch.as_tensor(np.asarray(u_eq, float), dtype=f64))
+        limited = clip and (u_low is not None or u_high is not None)
+        m = self.K.shape[0]
+        lo = torch.full((m,), -torch.inf, dtype=f64) if u_low is None else torch.as_tensor(u_low, dtype=f64)
+        hi = torch.full((m,), torch.inf, dtype=f64) if u_high is None else torch.as_tensor(u_high, dtype=f64)
+        self.register_buffer("u_low", lo)
+        self.register_buffer("u_high", hi)
+        self.clip = bool(limited)
+        self._cast: dict = {}
+
+    def _consts(self, like: torch.Tensor):
+        key = (like.dtype, like.device)
+        hit = self._cast.get(key)
+        if hit is None or hit[0] is not self.K:
+            c = [t.to(like) for t in (self.K.T, self.x_eq, self.u_eq, self.u_low, self.u_high)]
+            # u = u_eq + K x_eq − K x: one addmm per call
+            hit = (self.K, c[0], c[2] + c[1] @ c[0], c[3], c[4])
+            self._cast[key] = hit
+        return hit[1:]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`[b, n_x] → [b, n_u]`."""
+        Kt, offset, lo, hi = self._consts(x)
+        u = torch.addmm(offset, x, Kt, alpha=-1.0) if x.dim() == 2 else offset - x @ Kt
+        return torch.clamp(u, lo, hi) if self.clip else u
+
+
+@dataclass
+class LQR:
+    """The discrete LQR of a plant's linearisation: `u = u_eq − K (x − x_eq)`, optimal cost `δx0ᵀ P δx0`."""
+
+    K: np.ndarray
+    P: np.ndarray
+    A: np.ndarray
+    B: np.ndarray
+    x_eq: np.ndarray
+    u_eq: np.ndarray
+    poles: np.ndarray
+    policy: LQRPolicy = field(repr=False)
+
+    def cost(self, x0: torch.Tensor) -> torch.Tensor:
+        """Infinite-horizon optimal cost of the linearised problem, `(x0−x_eq)ᵀ P (x0−x_eq)` per row."""
+        dx = x0 - torch.as_tensor(self.x_eq, dtype=x0.dtype, device=x0.device)
+        return ((dx @ torch.as_tensor(self.P, dtype=x0.dtype, device=x0.device)) * dx).sum(-1)
+
+    def unclipped(self) -> LQRPolicy:
+        """The same feedback without actuator clipping."""
+        return LQRPolicy(self.K, self.x_eq, self.u_eq, clip=False)
+
+
+def lqr(plant: Plant, clip: bool = True) -> LQR:
+    """Discrete LQR (`control.dlqr`) for the plant's `Q`, `R` on its linearisation at the equilibrium.
+
+    `clip` makes `policy` saturate at the plant's actuator limits (when it has any).
+    """
+    import control
+
+    sys = linearize(plant)
+    A, B = np.asarray(sys.A), np.asarray(sys.B)
+    try:
+        K, P, E = control.dlqr(A, B, plant.Q, plant.R)
+    except Exception as e:  # e.g. unstabilisable pair or R not positive definite
+        raise ValueError(f"LQR of {plant.name!r} failed at its equilibrium: {type(e).__name__}: {e}; the "
+                         f"linearisation must be stabilisable with Q >= 0, R > 0") from e
+    K, P = np.asarray(K, float), np.asarray(P, float)
+    policy = LQRPolicy(K, plant.x_eq, plant.u_eq, plant.u_low, plant.u_high, clip=clip)
+    return LQR(K=K, P=P, A=A, B=B, x_eq=plant.x_eq.copy(), u_eq=plant.u_eq.copy(), poles=np.asarray(E),
+               policy=policy)

@@ -1,0 +1,243 @@
+"""Nonlinear built-in plants: pendulum, cart-pole, planar quadrotor, DC motor, mass-spring-damper, Van der Pol,
+ball and beam. Each states its task (stabilise the equilibrium), physics, parameters and initial-state boxes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .base import InitialStates
+from .errors import PlantSpecError
+from .ode import ODEPlant
+
+__all__ = ["Pendulum", "CartPole", "Quadrotor2D", "DCMotor", "MassSpringDamper", "VanDerPol", "BallBeam"]
+
+
+def _positive(p: dict, *keys: str) -> None:
+    bad = [f"{k}={p[k]}" for k in keys if not p[k] > 0]
+    if bad:
+        raise PlantSpecError(f"parameters must be > 0: {', '.join(bad)}")
+
+
+def _box(train, eval_):
+    return {"init_train": InitialStates(np.asarray(train, float)), "init_eval": InitialStates(np.asarray(eval_, float))}
+
+
+class Pendulum(ODEPlant):
+    """Torque-limited pendulum, upright stabilisation.
+
+    State `[θ, θ̇]` with θ measured from upright (rad, counter-clockwise), input torque τ (N·m):
+    `m l² θ̈ = m g l sin θ − b θ̇ + τ`, `|τ| ≤ u_max`. Defaults m = 1 kg, l = 1 m, g = 9.81 m/s², b = 0.1 N·m·s,
+    u_max = 5 N·m (gravity torque exceeds it beyond |θ| ≈ 30.6°, so larger angles would need a swing), 20 Hz,
+    5 s. Task: bring `[θ, θ̇]` to 0 from θ ∈ ±0.2 rad, θ̇ ∈ ±0.3 rad/s (train) or θ ∈ ±0.3, θ̇ ∈ ±0.5 (eval);
+    the saturated LQR stabilises the whole eval box (it saturates there). Q = diag(1, 0.1), R = 0.1.
+    """
+
+    NAME = "pendulum"
+    PARAMS = {"m": (1.0, "kg", "bob mass"), "l": (1.0, "m", "rod length"), "g": (9.81, "m/s^2", "gravity"),
+              "b": (0.1, "N m s", "viscous damping"), "u_max": (5.0, "N m", "torque limit")}
+    DT, SUBSTEPS, HORIZON = 0.05, 2, 100
+
+    def describe(self, p):
+        _positive(p, "m", "l", "u_max")
+        self._c = (p["g"] / p["l"], p["b"] / (p["m"] * p["l"] ** 2), 1.0 / (p["m"] * p["l"] ** 2))
+        return dict(n_x=2, n_u=1, u_low=[-p["u_max"]], u_high=[p["u_max"]], Q=np.diag([1.0, 0.1]), R=[[0.1]],
+                    state_names=["theta", "theta_dot"], state_units=["rad", "rad/s"], input_names=["torque"],
+                    **_box([0.2, 0.3], [0.3, 0.5]))
+
+    def f(self, x, u):
+        gl, damp, gain = self._c
+        th, om = x[..., 0], x[..., 1]
+        acc = gl * torch.sin(th) - damp * om + gain * u[..., 0]
+        return torch.stack((om, acc), -1)
+
+
+class CartPole(ODEPlant):
+    """Cart-pole (safe-control-gym physics), upright stabilisation.
+
+    State `[x, ẋ, θ, θ̇]` (m, m/s, rad from upright, rad/s), input force F (N) on the cart, `|F| ≤ u_max`:
+    `a = (F + m l θ̇² sin θ)/(M+m)`, `θ̈ = (g sin θ − a cos θ) / (l (4/3 − m cos²θ/(M+m)))`,
+    `ẍ = a − m l θ̈ cos θ/(M+m)` with l the effective (half) pole length. Defaults M = 1 kg, m = 0.1 kg,
+    l = 0.5 m, g = 9.8 m/s², u_max = 10 N, 50 Hz, Q = I, R = 0.1 (field-notes §5.1), 6 s horizon (300 steps,
+    as safe-control-gym's episodes). Task: bring the state to 0 from x ∈ ±1 m, ẋ ∈ ±0.5 m/s, θ ∈ ±0.2 rad,
+    θ̇ ∈ ±0.5 rad/s (train) or x ∈ ±2, ẋ ∈ ±1, θ ∈ ±0.3, θ̇ ∈ ±1 (eval); the saturated LQR stabilises the
+    whole eval box (its linearised gain is K = [−2.78, −5.15, −43.88, −11.58], as in field-notes §5.1).
+    """
+
+    NAME = "cartpole"
+    PARAMS = {"M": (1.0, "kg", "cart mass"), "m": (0.1, "kg", "pole mass"),
+              "l": (0.5, "m", "effective (half) pole length"), "g": (9.8, "m/s^2", "gravity"),
+              "u_max": (10.0, "N", "force limit")}
+    DT, SUBSTEPS, HORIZON = 0.02, 1, 300
+
+    def describe(self, p):
+        _positive(p, "M", "m", "l", "u_max")
+        mt = p["M"] + p["m"]
+        self._c = (p["m"] * p["l"], mt, p["g"], p["l"], p["m"] / mt)
+        return dict(n_x=4, n_u=1, u_low=[-p["u_max"]], u_high=[p["u_max"]], Q=np.eye(4), R=[[0.1]],
+                    state_names=["x", "x_dot", "theta", "theta_dot"], state_units=["m", "m/s", "rad", "rad/s"],
+                    input_names=["force"], **_box([1.0, 0.5, 0.2, 0.5], [2.0, 1.0, 0.3, 1.0]))
+
+    def f(self, x, u):
+        ml, mt, g, l, mr = self._c
+        xd, th, om = x[..., 1], x[..., 2], x[..., 3]
+        s, c = torch.sin(th), torch.cos(th)
+        a = (u[..., 0] + ml * om * om * s) / mt
+        thdd = (g * s - c * a) / (l * (4.0 / 3.0 - mr * c * c))
+        xdd = a - (ml / mt) * thdd * c
+        return torch.stack((xd, xdd, om, thdd), -1)
+
+
+class Quadrotor2D(ODEPlant):
+    """Planar quadrotor (safe-control-gym 2D, Crazyflie-sized), hover.
+
+    State `[x, ẋ, z, ż, θ, θ̇]` (m, m/s, m, m/s, rad, rad/s), inputs the two rotor thrusts `[T1, T2]` (N),
+    `0 ≤ Ti ≤ twr·m·g/2`: `ẍ = sin θ (T1+T2)/m`, `z̈ = cos θ (T1+T2)/m − g`, `θ̈ = (L/√2)(T2 − T1)/Iyy`.
+    Defaults m = 0.027 kg, Iyy = 1.4e-5 kg·m², L = 0.0397 m, g = 9.8, thrust-to-weight twr = 2, 50 Hz, 4 s.
+    Equilibrium: hover at the origin, `Ti = m g/2`. Q = diag(1, 0.1, 1, 0.1, 0.1, 0.01), R = 5·I (thrust in N
+    is small, so R is large). Task: return to hover from position offsets ±0.3 m, velocities ±0.3 m/s,
+    θ ∈ ±0.2 rad, θ̇ ∈ ±0.5 rad/s (train), ±0.5 m, ±0.5 m/s, ±0.3 rad, ±1 rad/s (eval).
+    """
+
+    NAME = "quadrotor2d"
+    PARAMS = {"m": (0.027, "kg", "mass"), "Iyy": (1.4e-5, "kg m^2", "pitch inertia"),
+              "L": (0.0397, "m", "arm length"), "g": (9.8, "m/s^2", "gravity"),
+              "twr": (2.0, "", "thrust-to-weight ratio (per-motor limit twr m g / 2)")}
+    DT, SUBSTEPS, HORIZON = 0.02, 1, 200
+
+    def describe(self, p):
+        _positive(p, "m", "Iyy", "L", "g")
+        if not p["twr"] > 1:
+            raise PlantSpecError(f"twr must be > 1 to hover, got {p['twr']}")
+        hover = p["m"] * p["g"] / 2
+        self._c = (1.0 / p["m"], p["g"], p["L"] / math.sqrt(2.0) / p["Iyy"])
+        return dict(n_x=6, n_u=2, u_eq=[hover, hover], u_low=[0.0, 0.0], u_high=[p["twr"] * hover] * 2,
+                    Q=np.diag([1.0, 0.1, 1.0, 0.1, 0.1, 0.01]), R=5.0 * np.eye(2),
+                    state_names=["x", "x_dot", "z", "z_dot", "theta", "theta_dot"],
+                    state_units=["m", "m/s", "m", "m/s", "rad", "rad/s"], input_names=["thrust1", "thrust2"],
+                    **_box([0.3, 0.3, 0.3, 0.3, 0.2, 0.5], [0.5, 0.5, 0.5, 0.5, 0.3, 1.0]))
+
+    def f(self, x, u):
+        inv_m, g, arm = self._c
+        th = x[..., 4]
+        t1, t2 = u[..., 0], u[..., 1]
+        thrust = (t1 + t2) * inv_m
+        return torch.stack((x[..., 1], torch.sin(th) * thrust, x[..., 3], torch.cos(th) * thrust - g,
+                            x[..., 5], arm * (t2 - t1)), -1)
+
+
+class DCMotor(ODEPlant):
+    """Armature-controlled DC motor, position control (Michigan CTMS motor parameters).
+
+    State `[θ, ω, i]` (rad, rad/s, A), input voltage V (V), `|V| ≤ u_max`: `J ω̇ = K i − b ω`,
+    `L i̇ = V − R i − K ω`. Defaults J = 0.01 kg·m², b = 0.1 N·m·s, K = 0.01 N·m/A, R = 1 Ω, L = 0.5 H,
+    u_max = 12 V, 20 Hz, 10 s. Linear physics, integrated with RK4 like the others. Q = diag(1, 0.1, 0.01),
+    R = 0.01. Task: move to θ = 0 from θ ∈ ±1 rad, ω ∈ ±0.5 rad/s, i ∈ ±0.5 A (train), ±1.5, ±1, ±1 (eval).
+    """
+
+    NAME = "dcmotor"
+    PARAMS = {"J": (0.01, "kg m^2", "rotor inertia"), "b": (0.1, "N m s", "viscous friction"),
+              "K": (0.01, "N m/A", "torque (= back-emf) constant"), "R": (1.0, "ohm", "armature resistance"),
+              "L": (0.5, "H", "armature inductance"), "u_max": (12.0, "V", "voltage limit")}
+    DT, SUBSTEPS, HORIZON = 0.05, 1, 200
+
+    def describe(self, p):
+        _positive(p, "J", "K", "R", "L", "u_max")
+        self._c = (p["K"] / p["J"], p["b"] / p["J"], 1.0 / p["L"], p["R"] / p["L"], p["K"] / p["L"])
+        return dict(n_x=3, n_u=1, u_low=[-p["u_max"]], u_high=[p["u_max"]], Q=np.diag([1.0, 0.1, 0.01]),
+                    R=[[0.01]], state_names=["theta", "omega", "current"], state_units=["rad", "rad/s", "A"],
+                    input_names=["voltage"], **_box([1.0, 0.5, 0.5], [1.5, 1.0, 1.0]))
+
+    def f(self, x, u):
+        kj, bj, il, rl, kl = self._c
+        om, cur = x[..., 1], x[..., 2]
+        return torch.stack((om, kj * cur - bj * om, il * u[..., 0] - rl * cur - kl * om), -1)
+
+
+class MassSpringDamper(ODEPlant):
+    """Mass-spring-damper with an optional hardening (Duffing) spring, regulation to rest.
+
+    State `[x, ẋ]` (m, m/s), input force F (N), `|F| ≤ u_max`: `m ẍ = F − k x − k3 x³ − c ẋ`.
+    Defaults m = 1 kg, k = 1 N/m, c = 0.2 N·s/m, k3 = 0 N/m³ (linear), u_max = 5 N, 20 Hz, 10 s, Q = I, R = 0.1.
+    Task: bring to rest at 0 from x ∈ ±1 m, ẋ ∈ ±1 m/s (train), ±2, ±2 (eval).
+    """
+
+    NAME = "msd"
+    PARAMS = {"m": (1.0, "kg", "mass"), "k": (1.0, "N/m", "spring stiffness"), "c": (0.2, "N s/m", "damping"),
+              "k3": (0.0, "N/m^3", "cubic (Duffing) stiffness"), "u_max": (5.0, "N", "force limit")}
+    DT, SUBSTEPS, HORIZON = 0.05, 1, 200
+
+    def describe(self, p):
+        _positive(p, "m", "u_max")
+        self._c = (1.0 / p["m"], p["k"] / p["m"], p["k3"] / p["m"], p["c"] / p["m"])
+        return dict(n_x=2, n_u=1, u_low=[-p["u_max"]], u_high=[p["u_max"]], Q=np.eye(2), R=[[0.1]],
+                    state_names=["x", "x_dot"], state_units=["m", "m/s"], input_names=["force"],
+                    **_box([1.0, 1.0], [2.0, 2.0]))
+
+    def f(self, x, u):
+        inv_m, k, k3, c = self._c
+        pos, vel = x[..., 0], x[..., 1]
+        acc = inv_m * u[..., 0] - k * pos - k3 * pos * pos * pos - c * vel
+        return torch.stack((vel, acc), -1)
+
+
+class VanDerPol(ODEPlant):
+    """Forced Van der Pol oscillator, stabilisation of the (open-loop unstable) origin.
+
+    State `[x1, x2]`, input u, `|u| ≤ u_max`: `ẋ1 = x2`, `ẋ2 = μ (1 − x1²) x2 − x1 + u`. Defaults μ = 1,
+    u_max = 2, 10 Hz, 10 s, Q = I, R = 0.1. Task: stop the oscillation from x ∈ ±1.5 (train), ±2.5 (eval),
+    which straddles the limit cycle (amplitude ≈ 2).
+    """
+
+    NAME = "vanderpol"
+    PARAMS = {"mu": (1.0, "", "nonlinear damping"), "u_max": (2.0, "", "input limit")}
+    DT, SUBSTEPS, HORIZON = 0.1, 2, 100
+
+    def describe(self, p):
+        _positive(p, "u_max")
+        return dict(n_x=2, n_u=1, u_low=[-p["u_max"]], u_high=[p["u_max"]], Q=np.eye(2), R=[[0.1]],
+                    state_names=["x1", "x2"], state_units=["", ""], input_names=["u"],
+                    **_box([1.5, 1.5], [2.5, 2.5]))
+
+    def f(self, x, u):
+        mu = self.params["mu"]
+        x1, x2 = x[..., 0], x[..., 1]
+        return torch.stack((x2, mu * (1.0 - x1 * x1) * x2 - x1 + u[..., 0]), -1)
+
+
+class BallBeam(ODEPlant):
+    """Ball and beam (Hauser, Sastry & Kokotović 1992), torque-actuated beam, ball centred at rest.
+
+    State `[r, ṙ, α, α̇]` (m, m/s, rad, rad/s), input beam torque τ (N·m), `|τ| ≤ u_max`:
+    `(Jb/R² + m) r̈ = m r α̇² − m g sin α`, `(m r² + J + Jb) α̈ = τ − 2 m r ṙ α̇ − m g r cos α`, solid ball
+    `Jb = 2/5 m R²`. Defaults m = 0.05 kg, R = 0.01 m, J = 0.02 kg·m², g = 9.81, u_max = 1 N·m, 20 Hz, 10 s,
+    Q = diag(10, 1, 1, 0.1), R = 1. Task: centre the ball from r ∈ ±0.2 m, ṙ ∈ ±0.1, α ∈ ±0.1, α̇ ∈ ±0.1
+    (train), ±0.3, ±0.2, ±0.15, ±0.2 (eval).
+    """
+
+    NAME = "ballbeam"
+    PARAMS = {"m": (0.05, "kg", "ball mass"), "R": (0.01, "m", "ball radius"), "J": (0.02, "kg m^2", "beam inertia"),
+              "g": (9.81, "m/s^2", "gravity"), "u_max": (1.0, "N m", "torque limit")}
+    DT, SUBSTEPS, HORIZON = 0.05, 2, 200
+
+    def describe(self, p):
+        _positive(p, "m", "R", "J", "u_max")
+        jb = 0.4 * p["m"] * p["R"] ** 2
+        self._c = (p["m"] / (jb / p["R"] ** 2 + p["m"]), p["m"], p["J"] + jb, p["g"])
+        return dict(n_x=4, n_u=1, u_low=[-p["u_max"]], u_high=[p["u_max"]], Q=np.diag([10.0, 1.0, 1.0, 0.1]),
+                    R=[[1.0]], state_names=["r", "r_dot", "alpha", "alpha_dot"],
+                    state_units=["m", "m/s", "rad", "rad/s"], input_names=["torque"],
+                    **_box([0.2, 0.1, 0.1, 0.1], [0.3, 0.2, 0.15, 0.2]))
+
+    def f(self, x, u):
+        ratio, m, jj, g = self._c
+        r, rd, al, ad = x[..., 0], x[..., 1], x[..., 2], x[..., 3]
+        rdd = ratio * (r * ad * ad - g * torch.sin(al))
+        add = (u[..., 0] - m * r * (2.0 * rd * ad + g * torch.cos(al))) / (m * r * r + jj)
+        return torch.stack((rd, rdd, ad, add), -1)
+
+
+BUILTIN_ODE = {cls.NAME: cls for cls in (Pendulum, CartPole, Quadrotor2D, DCMotor, MassSpringDamper, VanDerPol,
+                                         BallBeam)}

@@ -1,0 +1,183 @@
+"""Linear plants `x⁺ = A x + B u` from arrays or python-control systems, with exact zero-order-hold discretisation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+import torch
+
+from .base import InitialStates, Plant
+from .errors import PlantSpecError
+from .options import check_keys, diag_option, parse_value
+
+__all__ = ["LinearPlant", "from_lti", "c2d_zoh", "DEFAULT_DT", "LINEAR_OPTIONS", "apply_linear_options"]
+
+DEFAULT_DT = 0.05  # sample time [s] used to discretise a continuous model when no `dt` is given (20 Hz)
+
+LINEAR_OPTIONS = {
+    "dt": f"sample time [s] for a continuous model (default {DEFAULT_DT}); must match a discrete model's dt",
+    "horizon": "default rollout length [steps] (default 200)",
+    "u_max": "actuator limit |u| <= u_max (1 or n_u values; default: unlimited)",
+    "x0_std": "std of the Gaussian initial states, training (eval: 1.5x) (1 or n_x values; default 1)",
+    "q": "diagonal of the state cost Q (1 or n_x values)",
+    "r": "diagonal of the input cost R (1 or n_u values)",
+}
+
+
+def _matrix(value, name: str, rows: int | None = None, cols: int | None = None) -> np.ndarray:
+    """`value` as a finite 2-D float array of the given shape, or `PlantSpecError` naming `name`."""
+    try:
+        arr = np.array(value, dtype=float)
+    except (TypeError, ValueError):
+        raise PlantSpecError(f"{name} is not a numeric array (got {type(value).__name__})") from None
+    if arr.ndim == 1 and rows is not None and cols == 1 and arr.size == rows:
+        arr = arr.reshape(rows, 1)
+    if arr.ndim == 0 and rows == 1 and cols == 1:
+        arr = arr.reshape(1, 1)
+    if arr.ndim != 2:
+        raise PlantSpecError(f"{name} must be a 2-D matrix, got shape {arr.shape}")
+    if (rows is not None and arr.shape[0] != rows) or (cols is not None and arr.shape[1] != cols):
+        want = f"({rows if rows is not None else 'any'}, {cols if cols is not None else 'any'})"
+        raise PlantSpecError(f"{name} has shape {arr.shape}, expected {want}")
+    if not np.isfinite(arr).all():
+        raise PlantSpecError(f"{name} has NaN or infinite entries")
+    return arr
+
+
+def c2d_zoh(A, B, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """Exact zero-order-hold discretisation: `expm([[A, B], [0, 0]] dt) = [[Ad, Bd], [0, I]]`."""
+    A, B = np.asarray(A, float), np.asarray(B, float)
+    n, m = B.shape
+    M = np.zeros((n + m, n + m))
+    M[:n, :n], M[:n, n:] = A, B
+    E = scipy.linalg.expm(M * float(dt))
+    return E[:n, :n], E[:n, n:]
+
+
+class LinearPlant(Plant):
+    """Discrete linear plant `x⁺ = A x + B u` in absolute coordinates; equilibrium `x_eq = 0`, `u_eq = 0`.
+
+    Parameters
+    ----------
+    A, B : `[n, n]`, `[n, m]` discrete-time matrices (finite).
+    dt : sample time (> 0).
+    C, D : optional output matrices (stored, not used by state feedback); default `C = I`, `D = 0`.
+    Q, R : stage cost (default identities).
+    x0_std : std of the Gaussian training initial states (scalar or `[n]`); eval uses 1.5×.
+    u_max : symmetric actuator limit (scalar or `[m]`), or None for unlimited.
+    horizon, name, spec, state_names, state_units, input_names : as in `Plant`.
+    """
+
+    def __init__(self, A, B, dt: float, C=None, D=None, Q=None, R=None, x0_std=1.0, u_max=None,
+                 horizon: int = 200, name: str = "linear", spec: str = "", **names: Any):
+        check_keys(names, ["state_names", "state_units", "input_names"], "LinearPlant")
+        A = _matrix(A, "A")
+        n = A.shape[0]
+        if A.shape != (n, n):
+            raise PlantSpecError(f"A must be square, got shape {A.shape}")
+        B = _matrix(B, "B", cols=None)
+        if B.shape[0] != n:
+            raise PlantSpecError(f"B has {B.shape[0]} rows but A is {n}x{n}; B must be [{n}, n_u]")
+        m = B.shape[1]
+        dt = float(dt)
+        if not dt > 0:
+            raise PlantSpecError(f"dt must be > 0 for a discrete plant, got {dt}")
+        self.A, self.B = A, B
+        self.C = np.eye(n) if C is None else _matrix(C, "C", cols=n)
+        self.D = np.zeros((self.C.shape[0], m)) if D is None else _matrix(D, "D", rows=self.C.shape[0], cols=m)
+        Q = None if Q is None else _matrix(Q, "Q", n, n)
+        R = None if R is None else _matrix(R, "R", m, m)
+        std = np.broadcast_to(np.asarray(x0_std, float), (n,)).copy() if np.size(x0_std) in (1, n) else None
+        if std is None or not np.isfinite(std).all() or (std < 0).any():
+            raise PlantSpecError(f"x0_std must be 1 or {n} finite values >= 0, got {np.asarray(x0_std).tolist()}")
+        lo = hi = None
+        if u_max is not None:
+            hi = np.asarray(u_max, float).reshape(-1)
+            if hi.size not in (1, m) or not (hi > 0).all():
+                raise PlantSpecError(f"u_max must be 1 or {m} values > 0, got {hi.tolist()}")
+            hi = np.broadcast_to(hi, (m,)).copy()
+            lo = -hi
+        Plant.__init__(self, n_x=n, n_u=m, dt=dt, Q=Q, R=R, u_low=lo, u_high=hi, horizon=int(horizon), name=name,
+                       spec=spec, init_train=InitialStates(std, "normal"),
+                       init_eval=InitialStates(1.5 * std, "normal"), **names)
+
+    def step(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """`x A^T + u B^T` on `[..., n]`, `[..., m]` (one fused `addmm` for 2-D batches)."""
+        if x.shape[-1] != self.n_x or u.shape[-1] != self.n_u:
+            raise ValueError(f"{self.name}.step expects x [..., {self.n_x}] and u [..., {self.n_u}], "
+                             f"got {tuple(x.shape)} and {tuple(u.shape)}")
+        At, Bt = self._transposed(x)
+        if x.dim() == 2 and u.dim() == 2:
+            return torch.addmm(u @ Bt, x, At)
+        return x @ At + u @ Bt
+
+    def _transposed(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.const("A", like).T, self.const("B", like).T
+
+
+def apply_linear_options(A, B, dt_model: float, options: dict[str, Any], defaults: dict[str, Any] | None = None,
+                         what: str = "a linear plant") -> dict[str, Any]:
+    """Resolve the linear options (`LINEAR_OPTIONS`) into `LinearPlant` keyword arguments.
+
+    `dt_model` is the model's own sample time (0: continuous, discretised by ZOH at option `dt` or
+    `DEFAULT_DT`). `defaults` provides Q, R, x0_std, u_max, horizon from the model (e.g. from an `.npz`).
+    """
+    check_keys(options, LINEAR_OPTIONS, what)
+    vals = {k: parse_value(v, k) if isinstance(v, str) else v for k, v in options.items()}
+    kw = dict(defaults or {})
+    A = _matrix(A, "A")
+    n = A.shape[0]
+    if A.shape != (n, n):
+        raise PlantSpecError(f"A must be square, got shape {A.shape}")
+    B = _matrix(B, "B")
+    if B.shape[0] != n:
+        raise PlantSpecError(f"B has {B.shape[0]} rows but A is {n}x{n}; B must be [{n}, n_u]")
+    if dt_model and dt_model > 0:
+        if "dt" in vals and not np.isclose(float(vals["dt"]), dt_model, rtol=1e-12, atol=0):
+            raise PlantSpecError(f"{what} is discrete with dt={dt_model}; option dt={vals['dt']} cannot resample "
+                                 f"it (drop the option, or give a continuous model)")
+        dt = float(dt_model)
+    else:
+        dt = float(vals.get("dt", DEFAULT_DT))
+        if not dt > 0:
+            raise PlantSpecError(f"option dt must be > 0, got {dt}")
+        A, B = c2d_zoh(A, B, dt)
+    if "q" in vals:
+        kw["Q"] = diag_option(vals["q"], n, "q")
+    if "r" in vals:
+        kw["R"] = diag_option(vals["r"], B.shape[1], "r")
+    for key in ("u_max", "x0_std", "horizon"):
+        if key in vals:
+            kw[key] = vals[key]
+    if "horizon" in kw:
+        h = kw["horizon"]
+        if np.ndim(h) != 0 or float(h) != int(float(h)) or int(float(h)) < 1:
+            raise PlantSpecError(f"horizon must be a positive integer, got {h!r}")
+        kw["horizon"] = int(float(h))
+    return dict(A=A, B=B, dt=dt, **kw)
+
+
+def from_lti(sys, dt: float | None = None, **kwargs: Any) -> LinearPlant:
+    """A `LinearPlant` from a `control.StateSpace` or `control.TransferFunction` (continuous or discrete).
+
+    A continuous system is discretised exactly by zero-order hold at `dt` (default `DEFAULT_DT`); a discrete
+    one keeps its own sample time (`dt`, if given, must equal it). `kwargs` go to `LinearPlant`
+    (`Q`, `R`, `x0_std`, `u_max`, `horizon`, `name`, `spec`, names).
+    """
+    import control
+
+    if isinstance(sys, control.TransferFunction):
+        sys = control.ss(sys)
+    if not isinstance(sys, control.StateSpace):
+        raise PlantSpecError(f"expected a control.StateSpace or control.TransferFunction, got {type(sys).__name__}")
+    if sys.dt is True:
+        raise PlantSpecError("the system is discrete with an unspecified sample time (dt=True); give it a number")
+    sys_dt = float(sys.dt or 0.0)
+    opts = {} if dt is None else {"dt": dt}
+    kw = apply_linear_options(sys.A, sys.B, sys_dt, opts, what="the LTI system")
+    kw.update(kwargs)
+    kw.setdefault("C", np.asarray(sys.C, float))
+    kw.setdefault("D", np.asarray(sys.D, float))
+    return LinearPlant(**kw)
