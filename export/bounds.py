@@ -1,0 +1,136 @@
+"""Sound Lipschitz bounds on the weights inside an exported model, and the run's certificate carried over to them.
+
+The exported controller is `sat(W_D σ(⋯ σ(W_1 x + b_1)) + b_D)` with 1-Lipschitz σ and saturation, so
+`Π_l ‖Ŵ_l‖₂` over the weights read back from the file is sound for that file. A certificate computed on the
+checkpoint's float64 weights `W_l` bounds every product `W_D Λ_{D-1} ⋯ Λ_1 W_1` with diagonal `0 ≤ Λ ≤ I` (true
+of the construction, product, LipSDP and layer-wise bounds lipnet computes); expanding the product with
+`Ŵ_l = W_l + E_l` gives the transfer `L̂ ≤ L + Π(‖W_l‖ + δ_l) − Π‖W_l‖`, `δ_l = ‖E_l‖_F ≥ ‖E_l‖₂`.
+Needs numpy only (the run certificate is read with `lipnet.certify` when it is installed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["SVD_MARGIN", "spectral_norm", "spectral_product", "perturbation_slack", "RunCertificate",
+           "run_certificate", "tightest_bound"]
+
+# LAPACK's largest singular value has relative error ~n·eps ≈ 1e-13 for these sizes; inflate by far more.
+SVD_MARGIN = 1e-9
+
+
+def spectral_norm(w: np.ndarray) -> float:
+    """An upper bound on ‖W‖₂ (float64 SVD, inflated by `SVD_MARGIN`)."""
+    w = np.asarray(w, dtype=np.float64)
+    if w.size == 0:
+        return 0.0
+    return float(np.linalg.norm(w, 2)) * (1.0 + SVD_MARGIN)
+
+
+def spectral_product(weights) -> float:
+    """`Π_l ‖W_l‖₂`: sound for an MLP with 1-Lipschitz activations and output map."""
+    return float(math.prod(spectral_norm(w) for w in weights))
+
+
+def perturbation_slack(reference, perturbed) -> float:
+    """`Π(‖W_l‖ + δ_l) − Π‖W_l‖` summed term by term (no cancellation), `δ_l = ‖Ŵ_l − W_l‖_F` inflated."""
+    if len(reference) != len(perturbed):
+        raise ValueError(f"{len(reference)} reference layers but {len(perturbed)} perturbed ones")
+    norms, deltas = [], []
+    for w, wh in zip(reference, perturbed, strict=True):
+        w, wh = np.asarray(w, np.float64), np.asarray(wh, np.float64)
+        if w.shape != wh.shape:
+            raise ValueError(f"layer shapes differ: {w.shape} vs {wh.shape}")
+        norms.append(spectral_norm(w))
+        deltas.append(float(np.linalg.norm(wh - w)) * (1.0 + 1e-6))
+    total = 0.0
+    for l in range(len(norms)):
+        # Telescoping: Π(n+d) − Π n = Σ_l d_l · Π_{k<l}(n_k + d_k) · Π_{k>l} n_k.
+        before = math.prod(n + d for n, d in zip(norms[:l], deltas[:l], strict=True))
+        total += deltas[l] * before * math.prod(norms[l + 1:])
+    return total * (1.0 + 1e-9)
+
+
+def tightest_bound(cert: dict) -> tuple[float | None, str | None]:
+    """The tightest sound upper bound a certificate states, and its method (None when it states none).
+
+    Reads, in order: `tightest_upper` / `tightest_sound_upper` / `lipschitz_upper` (a number or a dict with
+    `value` and `method`), else the smallest `value` among `bounds` entries marked `sound` (or `certified`).
+    """
+    for key in ("tightest_upper", "tightest_sound_upper", "lipschitz_upper", "tightest"):
+        value = cert.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return float(value), str(cert.get("tightest_method", key))
+        if isinstance(value, dict) and isinstance(value.get("value"), (int, float)):
+            return float(value["value"]), str(value.get("method", key))
+    best = (None, None)
+    bounds = cert.get("bounds") or cert.get("upper_bounds") or []
+    if isinstance(bounds, dict):
+        bounds = [{"method": k, **v} if isinstance(v, dict) else {"method": k, "value": v} for k, v in bounds.items()]
+    for entry in bounds:
+        if not isinstance(entry, dict) or not (entry.get("sound") or entry.get("certified")):
+            continue
+        value = entry.get("value", entry.get("bound"))
+        if isinstance(value, (int, float)) and math.isfinite(value) and (best[0] is None or value < best[0]):
+            best = (float(value), str(entry.get("method", "?")))
+    return best
+
+
+@dataclass
+class RunCertificate:
+    """The run's `certificate.json` and whether it belongs to the weights being exported."""
+
+    status: str  # verified | missing | unreadable | unverifiable | stale | no-bound
+    reason: str
+    certificate: dict | None = None
+    bound: float | None = None
+    method: str | None = None
+    network_hash: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _certify_api():
+    try:
+        from lipnet import certify
+    except ImportError:
+        return None, None
+    return getattr(certify, "read_certificate", None), getattr(certify, "network_hash", None)
+
+
+def run_certificate(run_dir, controller) -> RunCertificate:
+    """Read `RUN_DIR/certificate.json` and check its network hash against `controller`'s weights."""
+    if run_dir is None:
+        return RunCertificate("missing", "a Controller object was exported (no run folder, no certificate.json)")
+    path = Path(run_dir)
+    path = path.parent if path.is_file() else path
+    cert_path = path / "certificate.json"
+    if not cert_path.is_file():
+        return RunCertificate("missing", f"no {cert_path} (run `lipnet certify {path}` first)")
+    read, hash_fn = _certify_api()
+    try:
+        cert = read(path) if read is not None else json.loads(cert_path.read_text())
+        if not isinstance(cert, dict):
+            cert = dict(cert) if hasattr(cert, "keys") else getattr(cert, "__dict__", None)
+        if not isinstance(cert, dict):
+            raise ValueError("not a JSON object")
+    except Exception as exc:  # noqa: BLE001 - any unreadable certificate is reported, never trusted
+        return RunCertificate("unreadable", f"{cert_path} could not be read ({exc.__class__.__name__}: {exc})")
+    stated = cert.get("network_hash") or cert.get("hash") or (cert.get("network") or {}).get("hash")
+    if hash_fn is None:
+        return RunCertificate("unverifiable", "lipnet.certify.network_hash is not available to check that "
+                              f"{cert_path} belongs to these weights", certificate=cert)
+    actual = str(hash_fn(controller))
+    if stated is None or str(stated) != actual:
+        return RunCertificate("stale", f"{cert_path} was made for network {stated}, the checkpoint is {actual} "
+                              f"(re-run `lipnet certify {path}`)", certificate=cert, network_hash=actual)
+    bound, method = tightest_bound(cert)
+    if bound is None:
+        return RunCertificate("no-bound", f"{cert_path} states no sound upper bound", certificate=cert,
+                              network_hash=actual)
+    return RunCertificate("verified", f"{cert_path} matches the weights (hash {actual})", certificate=cert,
+                          bound=bound, method=method, network_hash=actual)

@@ -1,0 +1,105 @@
+"""`lipnet export`: a run folder's controller to one ONNX file with proven parity; `--inspect` reads one back."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+__all__ = ["add_arguments", "run", "EXAMPLE"]
+
+EXAMPLE = """examples:
+  lipnet export runs/cartpole --out controller.onnx
+  lipnet export runs/cartpole --out controller_fp16.onnx --fp16 --json
+  lipnet export --inspect controller.onnx"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `lipnet export`."""
+    parser.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="run folder holding controller.pt")
+    parser.add_argument("--out", metavar="FILE.onnx", help="the ONNX file to write (replaced only on success)")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18, the minimum of the exporter)")
+    parser.add_argument("--fp16", action="store_true",
+                        help="float16 weights and arithmetic (parity tolerance 1e-2; bound flagged for rounding)")
+    parser.add_argument("--plant", metavar="SPEC", help="plant spec for the metadata and the parity region "
+                        "(default: the checkpoint's)")
+    parser.add_argument("--samples", type=int, default=10_000, help="parity states per region (default 10000)")
+    parser.add_argument("--inspect", metavar="MODEL.onnx", help="print an exported model's metadata and checks")
+    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}" if math.isfinite(value) else str(value)
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+def _inspect(path: str, as_json: bool) -> int:
+    from export.bounds import spectral_product
+    from export.errors import InvalidModelError
+    from export.metadata import load_model, read_metadata
+    from export.reference import linear_weights
+    from export.runtime import ModelError, session
+
+    model = load_model(path)
+    meta = read_metadata(path)
+    try:
+        sess = session(path, warmup=0)
+    except ModelError as exc:
+        raise InvalidModelError(str(exc)) from None
+    recomputed = spectral_product(linear_weights(model))
+    info = {"path": path, "n_x": sess.n_x, "n_u": sess.n_u, "opset": [o.version for o in model.opset_import],
+            "ops": [n.op_type for n in model.graph.node], "spectral_product_recomputed": recomputed,
+            "metadata": meta}
+    if as_json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    print(f"{path}: state [batch, {sess.n_x}] float32 -> action [batch, {sess.n_u}] float32, "
+          f"opset {info['opset']}, {len(info['ops'])} nodes ({', '.join(dict.fromkeys(info['ops']))})")
+    width = max((len(k) for k in meta), default=0)
+    for key in sorted(meta):
+        value = meta[key]
+        if key in ("lipnet.certificate", "lipnet.parity", "lipnet.lipschitz_bounds"):
+            value = json.dumps(value)
+            value = value if len(value) <= 100 else value[:97] + "..."
+        print(f"  {key:<{width}}  {_fmt(value)}")
+    print(f"  recomputed Π‖W‖₂ of the weights in the file: {recomputed:.6g}")
+    return 0
+
+
+def _print_report(report) -> None:
+    print(f"wrote {report.path} ({report.size_bytes} bytes, opset {report.opset}, {report.precision}, "
+          f"{report.seconds:.1f} s)")
+    print(f"parity vs torch (tolerance {report.parity['tolerance']:g}):")
+    print(f"  {'region':<11} {'states':>7} {'max |Δu|':>11} {'criterion':>11}  numpy max |Δu|")
+    for name, r in report.parity["regions"].items():
+        print(f"  {name:<11} {r['n']:>7} {r['max_abs']:>11.3g} {r['max_scaled']:>11.3g}  {r['numpy_max_abs']:.3g}")
+    print(f"Lipschitz upper bound (sound, on the exported weights): {report.lipschitz_upper:.6g}")
+    for b in report.bounds:
+        print(f"  {b['method']:<24} {b['value']:>11.6g}  {'sound' if b['sound'] else 'reference'}: {b['applies_to']}")
+    print(f"certificate: {report.certificate_status} ({report.certificate_reason})")
+    for note in report.notes:
+        print(f"note: {note}")
+
+
+def run(args) -> int:
+    """Export (or inspect) and print a summary; exit 0 only when the model was written and passed parity."""
+    from export.errors import ExportError
+
+    if args.inspect:
+        if args.run_dir or args.out:
+            raise ExportError("--inspect reads a model; give no RUN_DIR or --out with it")
+        return _inspect(args.inspect, args.json)
+    if not args.run_dir or not args.out:
+        print("lipnet export: error: RUN_DIR and --out are required (or --inspect MODEL.onnx)", file=sys.stderr)
+        return 2
+    from export.exporter import export_controller
+
+    report = export_controller(args.run_dir, args.out, opset=args.opset, fp16=args.fp16, plant=args.plant,
+                               samples=args.samples)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        _print_report(report)
+    return 0
