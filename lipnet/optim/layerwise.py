@@ -1,0 +1,83 @@
+"""What the architecture-aware optimisers read off a model: its linear layers, in order, and their parameters."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from lipnet.exceptions import LipnetArgument
+from lipnet.manifolds import Euclidean, Sphere, manifold_of
+from lipnet.nn.layers import FrobeniusLinear, LipschitzLinear, PlainLinear
+
+__all__ = ["LayerInfo", "layers_of", "all_finite", "NON_FINITE"]
+
+NON_FINITE = "nonfinite_loss"
+
+
+@dataclass
+class LayerInfo:
+    """One linear layer as an optimiser sees it: weight parameter and its geometry, bias, gain, shape."""
+
+    module: LipschitzLinear
+    weight: torch.nn.Parameter
+    bias: torch.nn.Parameter | None
+    spherical: bool  # weight = gain · V with V on the unit sphere (FrobeniusLinear.direction)
+    gain: float
+    fan_in: int
+    fan_out: int
+
+    @property
+    def rank_bound(self) -> int:
+        """min(fan_in, fan_out): a Frobenius-unit orthogonal V has ‖V‖₂ = 1/sqrt(rank_bound)."""
+        return min(self.fan_in, self.fan_out)
+
+
+def layers_of(model: torch.nn.Module, optimizer: str) -> list[LayerInfo]:
+    """The model's `LipschitzLinear` layers in forward order (`model.layers` when present, else module order).
+
+    Raises `LipnetArgument` when a trainable parameter belongs to no supported layer (the optimiser would
+    silently leave it untouched) or a layer kind has no rule in this optimiser.
+    """
+    if isinstance(model, LipschitzLinear):
+        mods = [model]
+    elif hasattr(model, "layers"):
+        mods = [m for m in model.layers if isinstance(m, LipschitzLinear)]
+    else:
+        mods = [m for m in model.modules() if isinstance(m, LipschitzLinear)]
+    if not mods:
+        raise LipnetArgument(f"{optimizer} needs a model made of lipnet.nn LipschitzLinear layers; found none")
+    out = []
+    for m in mods:
+        if isinstance(m, FrobeniusLinear):
+            w, spherical = m.direction, True
+            if not isinstance(manifold_of(w), Sphere):
+                raise LipnetArgument(f"{optimizer}: the direction of {m} is not on a Sphere")
+        elif isinstance(m, PlainLinear):
+            w, spherical = m.raw_weight, False
+            if not isinstance(manifold_of(w), Euclidean):
+                raise LipnetArgument(f"{optimizer}: the weight of {m} is constrained; expected a plain weight")
+        else:
+            raise LipnetArgument(f"{optimizer} supports layer='frobenius' and layer='plain', not "
+                                 f"{type(m).__name__}; use manifold-adam (orthogonal) or adam/sgd")
+        out.append(LayerInfo(m, w, m.bias, spherical, float(m.gain), m.in_features, m.out_features))
+    covered = {id(p) for info in out for p in (info.weight, info.bias) if p is not None}
+    stray = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in covered]
+    if stray:
+        raise LipnetArgument(f"{optimizer} only trains the weights and biases of linear layers; the model has "
+                             f"other trainable parameters {stray}: freeze them (requires_grad_(False))")
+    return out
+
+
+def all_finite(tensors) -> bool:
+    """True when every given tensor (None skipped) holds only finite values."""
+    return all(t is None or bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def quarter_turn() -> float:
+    """π/2: the largest angle any layer may turn in one step (beyond it the geodesic heads back)."""
+    return math.pi / 2
+
+
+__all__.append("quarter_turn")
