@@ -20,12 +20,16 @@ No learning rate. This module adds two documented adaptations:
 
 (b) **Spherical weights** (`FrobeniusLinear`: `W = g V`, ‖V‖_F = 1, paper 000). The radial part of the
     gradient is zero (the layer divides by ‖V‖_F), so the step is taken along the sphere's geodesic:
-    the tangent gradient `∇^T_W = P_V ∇_V / g` replaces `∇_W`, the nominal scale is the spectral norm of the
-    orthogonally initialised layer, `s_l = g_l / sqrt(min(in, out))`, and the Euclidean step
+    the tangent gradient `∇^T_W = P_V ∇_V / g` replaces `∇_W`, and the layer's scale is the norm the
+    construction fixes and certifies, `s_l = ‖W_l‖_F = g_l` (≥ ‖W_l‖₂): AGD's deep-relative-trust majoriser
+    holds with any norm bounding the operator norm, and this one is exact for every point of the sphere,
+    whereas upstream's sqrt(out/in) is the spectral norm of its own initialisation only. (Using the spectral
+    norm of the orthogonal init, g/sqrt(min(in, out)), was tried: the turns were sqrt(width) times smaller and
+    training on the closed-loop toy was several times slower.) The Euclidean step
     `ΔW = −gain (η/L) s_l ∇^T_W/‖∇̃_l‖` becomes the turn `V ← Exp_V(ΔW / g)` by the angle
-    `θ_l = ‖ΔW‖_F / g` (at most a quarter turn π/2; a larger angle is capped and reported).
+    `θ_l = ‖ΔW‖_F / g ≤ gain·η/L` (at most a quarter turn π/2; a larger angle is capped and reported).
     Exp is taken at the normalised base point `V/‖V‖_F` (the point the layer computes with), so float32
-    rounding does not accumulate into drift off the sphere; see `SphereNewton` for the measured drift.
+    rounding does not accumulate into drift off the sphere; see `lipnet.optim.sphere` for the measured drift.
 
 A layer whose gradient is exactly zero does not move (the reference would divide by zero). A non-finite loss
 or gradient skips the step and says so in `last_info["skipped"]`.
@@ -72,9 +76,9 @@ class AGD(torch.optim.Optimizer):
         return cls(model, **options)
 
     def scale(self, info: LayerInfo) -> float:
-        """The layer's nominal singular value `s_l` (upstream's sqrt(out/in) for a plain weight of gain 1)."""
+        """Layer scale `s_l`: upstream's sqrt(out/in) (times the gain) for a plain weight, ‖W‖_F = g on a sphere."""
         if info.spherical:
-            return info.gain / math.sqrt(info.rank_bound)
+            return info.gain
         return info.gain * math.sqrt(info.fan_out / info.fan_in)
 
     @torch.no_grad()
