@@ -95,11 +95,18 @@ class RunCertificate:
 
 
 def _certify_api():
+    """`lipnet.certify`'s `read_certificate` and `network_hash` where that package provides them."""
     try:
         from lipnet import certify
     except ImportError:
         return None, None
-    return getattr(certify, "read_certificate", None), getattr(certify, "network_hash", None)
+    read, hash_fn = getattr(certify, "read_certificate", None), getattr(certify, "network_hash", None)
+    if hash_fn is None:
+        try:
+            from lipnet.certify.network import network_hash as hash_fn
+        except ImportError:
+            hash_fn = None
+    return read, hash_fn
 
 
 def run_certificate(run_dir, controller) -> RunCertificate:

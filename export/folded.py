@@ -113,16 +113,17 @@ class FoldedController(nn.Module):
         self.n_x, self.n_u = weights[0][0].shape[1], weights[-1][0].shape[0]
 
     def saturate(self, v: torch.Tensor) -> torch.Tensor:
-        """The controller's saturation, written with the same formula as `Controller.saturate`."""
+        """The controller's saturation, written with the same formula as `Controller.saturate`.
+
+        The smooth branch is clamped to the limits as well: onnxruntime's Tanh returns up to 1 + 2⁻²³, which
+        would put a saturated command one float32 step outside the actuator range.
+        """
         if self.mode == "none":
             return v
-        clipped = torch.minimum(torch.maximum(v, self.sat_low), self.sat_high)
-        if self.mode == "clip":
-            return clipped
-        smooth = self.sat_centre + self.sat_half * torch.tanh((v - self.sat_centre) / self.sat_half)
-        if self.mode == "tanh":
-            return smooth
-        return torch.where(self.tanh_mask, smooth, clipped)
+        if self.mode != "clip":
+            smooth = self.sat_centre + self.sat_half * torch.tanh((v - self.sat_centre) / self.sat_half)
+            v = smooth if self.mode == "tanh" else torch.where(self.tanh_mask, smooth, v)
+        return torch.minimum(torch.maximum(v, self.sat_low), self.sat_high)
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
         z = state.to(self.compute_dtype)

@@ -3,10 +3,11 @@
 Three regions: the training region (the plant's evaluation box of initial states when the plant spec loads,
 else the controller's `state_offset ± 3·state_scale`), far outside it (the same box ×100) and the saturation
 region (states at 1–1000× the box radius whose unsaturated command lies beyond an actuator limit).
-In the training region the criterion is the absolute error `|u_onnx − u_torch|`. Far outside it the error is
-divided by `max(1, m(x))`, `m(x)` the largest pre-activation magnitude of any layer at `x` (float64 forward pass):
-float32 resolves a sum of terms of size 1e3 to about 1e-4, whatever the size of the result, so an absolute 1e-5
-would reject correct graphs there. fp16 models use the scaled error in every region.
+The criterion is `|u_onnx − u_torch| / max(1, m(x))` with `m(x)` the largest pre-activation magnitude of any
+layer at `x` (float64 forward pass, output layer included): the absolute error wherever the network works with
+numbers up to 1, relative to its working magnitude above, since float32 resolves a sum of terms of size 1e3 to
+about 1e-4 whatever the size of the result (an absolute 1e-5 there would reject correct graphs). The absolute
+errors are reported beside it.
 """
 
 from __future__ import annotations

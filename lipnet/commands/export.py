@@ -71,8 +71,9 @@ def _inspect(path: str, as_json: bool) -> int:
 def _print_report(report) -> None:
     print(f"wrote {report.path} ({report.size_bytes} bytes, opset {report.opset}, {report.precision}, "
           f"{report.seconds:.1f} s)")
-    print(f"parity vs torch (tolerance {report.parity['tolerance']:g}):")
-    print(f"  {'region':<11} {'states':>7} {'max |Δu|':>11} {'criterion':>11}  numpy max |Δu|")
+    print(f"parity vs torch (tolerance {report.parity['tolerance']:g} on |Δu| / max(1, m(x)), m(x) the largest "
+          "|pre-activation| at x):")
+    print(f"  {'region':<11} {'states':>7} {'max |Δu|':>11} {'scaled':>11}  numpy max |Δu|")
     for name, r in report.parity["regions"].items():
         print(f"  {name:<11} {r['n']:>7} {r['max_abs']:>11.3g} {r['max_scaled']:>11.3g}  {r['numpy_max_abs']:.3g}")
     print(f"Lipschitz upper bound (sound, on the exported weights): {report.lipschitz_upper:.6g}")
