@@ -179,7 +179,7 @@ def test_trains_a_closed_loop_controller_without_tuning(layer):
         loss.backward()
         return loss
 
-    first = float(opt.step(closure))
+    first = float(opt.step(closure).detach())
     for _ in range(24):
         opt.step(closure)
     with torch.no_grad():

@@ -92,8 +92,17 @@ class _CurveOptimizer(torch.optim.Optimizer):
         return loss, grads
 
     def _base_points(self) -> list[torch.Tensor]:
-        return [(_SPHERE.projx(p.detach()) if s and self.renormalize else p.detach().clone())
-                for p, s in zip(self._params, self._spherical, strict=True)]
+        return [p.detach().clone() for p in self._params]
+
+    @torch.no_grad()
+    def _normalize_base(self) -> None:
+        # Start every step at V/‖V‖_F (module docstring), *before* the loss is evaluated, so that φ and its
+        # derivatives are those of the curve actually followed.
+        self._entry = [p.detach().clone() for p in self._params]  # restored if the step is skipped
+        if self.renormalize:
+            for p, s in zip(self._params, self._spherical, strict=True):
+                if s:
+                    p.copy_(_SPHERE.projx(p))
 
     @torch.no_grad()
     def _move(self, base, velocity, t: float) -> None:
@@ -107,6 +116,9 @@ class _CurveOptimizer(torch.optim.Optimizer):
         return value if math.isfinite(value) else math.inf
 
     def _skip(self, loss) -> torch.Tensor:
+        with torch.no_grad():
+            for p, e in zip(self._params, self._entry, strict=True):
+                p.copy_(e)
         self.last_info = {"skipped": NON_FINITE, "loss": float(loss.detach()), "safeguards": [NON_FINITE]}
         return loss
 
@@ -165,6 +177,7 @@ class SphereNewton(_CurveOptimizer):
 
     def curve_derivatives(self, closure, direction=None):
         """`(loss, grads, d, φ'(0), φ''(0), (⟨d,∇²L d⟩, curvature term))` at the current point."""
+        self._normalize_base()
         loss, grads = self._loss_and_grads(closure, create_graph=True)
         if grads is None:
             return loss, None, None, math.nan, math.nan, (math.nan, math.nan)
@@ -348,6 +361,7 @@ class SphereMM(_CurveOptimizer):
 
     def step(self, closure):
         """One MM step along the curve (closed-form θ*, β estimated as documented in the class)."""
+        self._normalize_base()
         loss, grads, rho, radial = self._measure(closure)
         if grads is None or not all_finite(grads) or not all(math.isfinite(a) for a in radial):
             return self._skip(loss)
