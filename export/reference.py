@@ -165,30 +165,33 @@ class NumpyPolicy:
         self.metadata = decode_metadata({p.key: p.value for p in model.metadata_props})
         self.ops = [n.op_type for n in graph.node]
         prog = _Program(model)
-        self._steps = prog.steps
-        self._n = len(prog.slots)
-        self._constants = prog.constants
         self._in = prog.slots.get("state")
         self._out = prog.slots.get("action")
         if self._in is None or self._out is None:
             raise InvalidModelError("the graph does not connect 'state' to 'action'")
+        # Register file template: constants in place, one extra always-None register for absent optional inputs.
+        none = len(prog.slots)
+        self._template = [None] * (none + 1)
+        for slot, value in prog.constants.items():
+            self._template[slot] = value
+        self._steps = [(fn, tuple(i if i >= 0 else none for i in ins), out) for fn, ins, out in prog.steps]
 
     def run_batch(self, states) -> np.ndarray:
         """Actions (float32 `[b, n_u]`) for states `[b, n_x]`."""
-        x = np.asarray(states, dtype=np.float32)
+        x = states if type(states) is np.ndarray and states.dtype == np.float32 else \
+            np.asarray(states, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.n_x:
             raise ValueError(f"expected states of shape [batch, {self.n_x}], got {x.shape}")
-        regs = [None] * self._n
-        for slot, value in self._constants.items():
-            regs[slot] = value
+        regs = self._template.copy()
         regs[self._in] = x
         for fn, ins, out in self._steps:
-            regs[out] = fn(*[regs[i] if i >= 0 else None for i in ins])
-        return np.asarray(regs[self._out], dtype=np.float32)
+            regs[out] = fn(*[regs[i] for i in ins])
+        y = regs[self._out]
+        return y if y.dtype == np.float32 else y.astype(np.float32)
 
     def __call__(self, state) -> np.ndarray:
         """The action (float32 `[n_u]`) for one state (`[n_x]` or `[1, n_x]`)."""
-        x = np.asarray(state, dtype=np.float32)
+        x = state if type(state) is np.ndarray and state.dtype == np.float32 else np.asarray(state, np.float32)
         if x.size != self.n_x:
             raise ValueError(f"expected one state of {self.n_x} values, got shape {x.shape}")
         return self.run_batch(x.reshape(1, self.n_x))[0]
