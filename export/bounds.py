@@ -5,7 +5,7 @@ The exported controller is `sat(W_D σ(⋯ σ(W_1 x + b_1)) + b_D)` with 1-Lipsc
 checkpoint's float64 weights `W_l` bounds every product `W_D Λ_{D-1} ⋯ Λ_1 W_1` with diagonal `0 ≤ Λ ≤ I` (true
 of the construction, product, LipSDP and layer-wise bounds lipnet computes); expanding the product with
 `Ŵ_l = W_l + E_l` gives the transfer `L̂ ≤ L + Π(‖W_l‖ + δ_l) − Π‖W_l‖`, `δ_l = ‖E_l‖_F ≥ ‖E_l‖₂`.
-Needs numpy only (the run certificate is read with `lipnet.certify` when it is installed).
+Needs numpy only (the certificate's hash is checked with `lipnet.certify` when it is installed).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["SVD_MARGIN", "spectral_norm", "spectral_product", "perturbation_slack", "RunCertificate",
-           "run_certificate", "tightest_bound"]
+           "run_certificate", "tightest_bound", "network_hash_fn"]
 
 # LAPACK's largest singular value has relative error ~n·eps ≈ 1e-13 for these sizes; inflate by far more.
 SVD_MARGIN = 1e-9
@@ -94,23 +94,21 @@ class RunCertificate:
     extra: dict = field(default_factory=dict)
 
 
-def _certify_api():
-    """`lipnet.certify`'s `read_certificate` and `network_hash` where that package provides them."""
+def network_hash_fn():
+    """`lipnet.certify`'s `network_hash(controller)`, or None where that module is not installed."""
     try:
-        from lipnet import certify
+        from lipnet.certify.network import network_hash
     except ImportError:
-        return None, None
-    read, hash_fn = getattr(certify, "read_certificate", None), getattr(certify, "network_hash", None)
-    if hash_fn is None:
-        try:
-            from lipnet.certify.network import network_hash as hash_fn
-        except ImportError:
-            hash_fn = None
-    return read, hash_fn
+        return None
+    return network_hash
 
 
 def run_certificate(run_dir, controller) -> RunCertificate:
-    """Read `RUN_DIR/certificate.json` and check its network hash against `controller`'s weights."""
+    """Read `RUN_DIR/certificate.json` and check its network hash against `controller`'s weights.
+
+    The hash is `lipnet.certify`'s `network_hash` (sha256 of the folded float64 weights, limits, activation and
+    saturation); without that module the certificate cannot be checked and is reported `unverifiable`.
+    """
     if run_dir is None:
         return RunCertificate("missing", "a Controller object was exported (no run folder, no certificate.json)")
     path = Path(run_dir)
@@ -118,11 +116,9 @@ def run_certificate(run_dir, controller) -> RunCertificate:
     cert_path = path / "certificate.json"
     if not cert_path.is_file():
         return RunCertificate("missing", f"no {cert_path} (run `lipnet certify {path}` first)")
-    read, hash_fn = _certify_api()
+    hash_fn = network_hash_fn()
     try:
-        cert = read(path) if read is not None else json.loads(cert_path.read_text())
-        if not isinstance(cert, dict):
-            cert = dict(cert) if hasattr(cert, "keys") else getattr(cert, "__dict__", None)
+        cert = json.loads(cert_path.read_text(encoding="utf-8"))
         if not isinstance(cert, dict):
             raise ValueError("not a JSON object")
     except Exception as exc:  # noqa: BLE001 - any unreadable certificate is reported, never trusted

@@ -15,7 +15,7 @@ from onnx import numpy_helper
 
 import export
 from export import exporter as exporter_mod
-from export.bounds import _certify_api, perturbation_slack, run_certificate, spectral_norm, spectral_product
+from export.bounds import network_hash_fn, perturbation_slack, run_certificate, spectral_norm, spectral_product
 from export.errors import ExportError, ParityError
 from export.folded import fold_controller, saturation_plan
 from export.parity import working_magnitude
@@ -269,7 +269,7 @@ def test_run_certificate_states(tmp_path):
     (tmp_path / "certificate.json").write_text("{not json")
     assert run_certificate(tmp_path, ctl).status == "unreadable"
     (tmp_path / "certificate.json").write_text(json.dumps({"network_hash": "sha256:00", "tightest_upper": 0.1}))
-    _, hash_fn = _certify_api()
+    hash_fn = network_hash_fn()
     stale = run_certificate(tmp_path, ctl)
     assert stale.status == ("stale" if hash_fn else "unverifiable") and stale.bound is None
     if hash_fn is None:
@@ -286,7 +286,7 @@ def test_cli_export_with_certificate_and_inspect(tmp_path, capsys):
     run_dir.mkdir()
     save_controller(ctl, run_dir, plant="cartpole", dt=0.02)
     weights = [w for w, _ in ctl.folded_weights()]
-    _, hash_fn = _certify_api()
+    hash_fn = network_hash_fn()
     claimed = 0.5 * spectral_product(weights)  # pretend a tighter method (LipSDP) certified half the product
     cert = {"network_hash": hash_fn(ctl) if hash_fn else "unknown", "tightest_upper": claimed,
             "tightest_method": "lipsdp-neuron"}
