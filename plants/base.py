@@ -102,9 +102,22 @@ class Plant:
 
     def clip(self, u: torch.Tensor) -> torch.Tensor:
         """`u` clipped to the actuator limits (unchanged where the plant has none)."""
+        if self.u_low is None and self.u_high is None:
+            return u
+        src = self._consts.get("clip_src")
+        if src is None or src[0] is not self.u_low or src[1] is not self.u_high:
+            lo, hi = self.u_low, self.u_high
+            # Equal limits on every channel: clamp with Python scalars (cheaper forward and backward).
+            same = (lo is None or np.all(lo == lo[0])) and (hi is None or np.all(hi == hi[0]))
+            self._consts["clip_scalars"] = (None if lo is None else float(lo[0]),
+                                            None if hi is None else float(hi[0])) if same else None
+            self._consts["clip_src"] = (self.u_low, self.u_high)
+        scalars = self._consts["clip_scalars"]
+        if scalars is not None:
+            return torch.clamp(u, *scalars)
         lo = None if self.u_low is None else self.const("u_low", u)
         hi = None if self.u_high is None else self.const("u_high", u)
-        return u if lo is None and hi is None else torch.clamp(u, lo, hi)
+        return torch.clamp(u, lo, hi)
 
     def stage_cost(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """`(x−x_eq)ᵀQ(x−x_eq) + (u−u_eq)ᵀR(u−u_eq)` per batch row (any leading batch dimensions)."""

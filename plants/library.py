@@ -47,10 +47,13 @@ class Pendulum(ODEPlant):
                     state_names=["theta", "theta_dot"], state_units=["rad", "rad/s"], input_names=["torque"],
                     **_box([0.2, 0.3], [0.3, 0.5]))
 
-    def f(self, x, u):
-        gl, damp, gain = self._c
-        th, om = x[..., 0], x[..., 1]
-        acc = gl * torch.sin(th) - damp * om + gain * u[..., 0]
+    def drive(self, u):
+        return u[..., 0] * self._c[2]
+
+    def rhs(self, x, v):
+        gl, damp, _ = self._c
+        th, om = x.unbind(-1)
+        acc = torch.add(torch.add(v, torch.sin(th), alpha=gl), om, alpha=-damp)
         return torch.stack((om, acc), -1)
 
 
@@ -80,13 +83,18 @@ class CartPole(ODEPlant):
                     state_names=["x", "x_dot", "theta", "theta_dot"], state_units=["m", "m/s", "rad", "rad/s"],
                     input_names=["force"], **_box([1.0, 0.5, 0.2, 0.5], [2.0, 1.0, 0.3, 1.0]))
 
-    def f(self, x, u):
+    def drive(self, u):
+        return u[..., 0] * (1.0 / self._c[1])  # F/(M+m), shared by the four RK4 stages
+
+    def rhs(self, x, v):
+        # Fused form of the docstring's equations: each line is one or two kernels (and autograd nodes).
         ml, mt, g, l, mr = self._c
-        xd, th, om = x[..., 1], x[..., 2], x[..., 3]
+        _, xd, th, om = x.unbind(-1)
         s, c = torch.sin(th), torch.cos(th)
-        a = (u[..., 0] + ml * om * om * s) / mt
-        thdd = (g * s - c * a) / (l * (4.0 / 3.0 - mr * c * c))
-        xdd = a - (ml / mt) * thdd * c
+        a = torch.add(v, om * om * s, alpha=ml / mt)
+        num = torch.addcmul(g * s, c, a, value=-1.0)
+        thdd = num / ((c * c) * (-l * mr) + (4.0 * l / 3.0))
+        xdd = torch.add(a, thdd * c, alpha=-ml / mt)
         return torch.stack((xd, xdd, om, thdd), -1)
 
 
@@ -119,13 +127,15 @@ class Quadrotor2D(ODEPlant):
                     state_units=["m", "m/s", "m", "m/s", "rad", "rad/s"], input_names=["thrust1", "thrust2"],
                     **_box([0.3, 0.3, 0.3, 0.3, 0.2, 0.5], [0.5, 0.5, 0.5, 0.5, 0.3, 1.0]))
 
-    def f(self, x, u):
-        inv_m, g, arm = self._c
-        th = x[..., 4]
-        t1, t2 = u[..., 0], u[..., 1]
-        thrust = (t1 + t2) * inv_m
-        return torch.stack((x[..., 1], torch.sin(th) * thrust, x[..., 3], torch.cos(th) * thrust - g,
-                            x[..., 5], arm * (t2 - t1)), -1)
+    def drive(self, u):
+        inv_m, _, arm = self._c
+        t1, t2 = u.unbind(-1)
+        return (t1 + t2) * inv_m, (t2 - t1) * arm  # specific thrust and pitch acceleration
+
+    def rhs(self, x, v):
+        thrust, pitch = v
+        _, xd, _, zd, th, thd = x.unbind(-1)
+        return torch.stack((xd, torch.sin(th) * thrust, zd, torch.cos(th) * thrust - self._c[1], thd, pitch), -1)
 
 
 class DCMotor(ODEPlant):
@@ -150,10 +160,14 @@ class DCMotor(ODEPlant):
                     R=[[0.01]], state_names=["theta", "omega", "current"], state_units=["rad", "rad/s", "A"],
                     input_names=["voltage"], **_box([1.0, 0.5, 0.5], [1.5, 1.0, 1.0]))
 
-    def f(self, x, u):
-        kj, bj, il, rl, kl = self._c
-        om, cur = x[..., 1], x[..., 2]
-        return torch.stack((om, kj * cur - bj * om, il * u[..., 0] - rl * cur - kl * om), -1)
+    def drive(self, u):
+        return u[..., 0] * self._c[2]
+
+    def rhs(self, x, v):
+        kj, bj, _, rl, kl = self._c
+        _, om, cur = x.unbind(-1)
+        return torch.stack((om, torch.add(cur * kj, om, alpha=-bj),
+                            torch.add(torch.add(v, cur, alpha=-rl), om, alpha=-kl)), -1)
 
 
 class MassSpringDamper(ODEPlant):
@@ -176,10 +190,15 @@ class MassSpringDamper(ODEPlant):
                     state_names=["x", "x_dot"], state_units=["m", "m/s"], input_names=["force"],
                     **_box([1.0, 1.0], [2.0, 2.0]))
 
-    def f(self, x, u):
-        inv_m, k, k3, c = self._c
-        pos, vel = x[..., 0], x[..., 1]
-        acc = inv_m * u[..., 0] - k * pos - k3 * pos * pos * pos - c * vel
+    def drive(self, u):
+        return u[..., 0] * self._c[0]
+
+    def rhs(self, x, v):
+        _, k, k3, c = self._c
+        pos, vel = x.unbind(-1)
+        acc = torch.add(torch.add(v, pos, alpha=-k), vel, alpha=-c)
+        if k3:
+            acc = torch.add(acc, pos * pos * pos, alpha=-k3)
         return torch.stack((vel, acc), -1)
 
 
@@ -201,10 +220,13 @@ class VanDerPol(ODEPlant):
                     state_names=["x1", "x2"], state_units=["", ""], input_names=["u"],
                     **_box([1.5, 1.5], [2.5, 2.5]))
 
-    def f(self, x, u):
-        mu = self.params["mu"]
-        x1, x2 = x[..., 0], x[..., 1]
-        return torch.stack((x2, mu * (1.0 - x1 * x1) * x2 - x1 + u[..., 0]), -1)
+    def drive(self, u):
+        return u[..., 0]
+
+    def rhs(self, x, v):
+        x1, x2 = x.unbind(-1)
+        damped = torch.addcmul(x2, x1 * x1, x2, value=-1.0)  # (1 − x1²) x2
+        return torch.stack((x2, torch.add(v, damped, alpha=self.params["mu"]) - x1), -1)
 
 
 class BallBeam(ODEPlant):
@@ -231,11 +253,14 @@ class BallBeam(ODEPlant):
                     state_units=["m", "m/s", "rad", "rad/s"], input_names=["torque"],
                     **_box([0.2, 0.1, 0.1, 0.1], [0.3, 0.2, 0.15, 0.2]))
 
-    def f(self, x, u):
+    def drive(self, u):
+        return u[..., 0]
+
+    def rhs(self, x, v):
         ratio, m, jj, g = self._c
-        r, rd, al, ad = x[..., 0], x[..., 1], x[..., 2], x[..., 3]
+        r, rd, al, ad = x.unbind(-1)
         rdd = ratio * (r * ad * ad - g * torch.sin(al))
-        add = (u[..., 0] - m * r * (2.0 * rd * ad + g * torch.cos(al))) / (m * r * r + jj)
+        add = (v - m * r * (2.0 * rd * ad + g * torch.cos(al))) / (m * r * r + jj)
         return torch.stack((rd, rdd, ad, add), -1)
 
 

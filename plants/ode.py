@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -86,19 +87,49 @@ class ODEPlant(Plant):
         Plant.__init__(self, dt=dt, horizon=int(float(horizon)), spec=make_spec(self.NAME, vals),
                        name=self.NAME, **desc)
 
-    # Subclasses implement these two.
+    # Subclasses implement `describe` and `rhs` (and `drive` when part of the input term can be hoisted).
     def describe(self, p: dict[str, float]) -> dict[str, Any]:
         """Dimensions, equilibrium, limits, cost, initial-state boxes and names for parameters `p`."""
         raise NotImplementedError
 
+    def drive(self, u: torch.Tensor) -> torch.Tensor:
+        """The input term, computed once per sample and shared by every RK4 stage (default: `u` itself)."""
+        return u
+
+    def rhs(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """`ẋ` from the state and the prepared input `v = drive(u)`."""
+        raise NotImplementedError
+
     def f(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Continuous-time dynamics `ẋ = f(x, u)` on `[..., n_x]`, `[..., n_u]` tensors."""
-        raise NotImplementedError
+        return self.rhs(x, self.drive(u))
 
     def step(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """One sample period by RK4 (`substeps` substeps), `u` held constant; batched and differentiable."""
         _check_xu(self, x, u)
-        return rk4_step(self.f, x, u, self.dt, self.substeps)
+        compiled = getattr(self, "_compiled", None)
+        if compiled is not None:
+            try:
+                return compiled(x, u)
+            except Exception as e:  # compilation is an optimisation only: never let it break a simulation
+                warnings.warn(f"torch.compile of {self.name}.step failed ({type(e).__name__}: {e}); "
+                              f"using the eager step", RuntimeWarning, stacklevel=2)
+                self._compiled = None
+        return self._eager_step(x, u)
+
+    def _eager_step(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return rk4_step(self.rhs, x, self.drive(u), self.dt, self.substeps)
+
+    def compile(self, **compile_kwargs: Any) -> ODEPlant:
+        """Route `step` through `torch.compile` (fuses each RK4 step into a few kernels, forward and backward).
+
+        Optional: the first call per shape/dtype compiles (tens of seconds on a loaded CPU), and any
+        compilation error falls back to the eager step with a warning. `compile_kwargs` go to `torch.compile`.
+        Returns the plant itself.
+        """
+        compile_kwargs.setdefault("fullgraph", True)
+        self._compiled = torch.compile(self._eager_step, **compile_kwargs)
+        return self
 
     @classmethod
     def option_help(cls) -> dict[str, str]:
@@ -154,6 +185,6 @@ class FunctionPlant(ODEPlant):
         if not torch.isfinite(dx).all():
             raise PlantSpecError("f(x_eq, u_eq) has NaN or infinite entries")
 
-    def f(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    def rhs(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """The user's dynamics."""
-        return self.user_f(x, u)
+        return self.user_f(x, v)
