@@ -197,6 +197,11 @@ def test_bad_closures_are_explained():
         opt.step(lambda: model(torch.ones(2, 2)).sum().detach())
     with pytest.raises(LipnetArgument, match="frobenius"):
         SphereMM.from_model(Controller(2, 1, (8,), layer="plain"))
+    for name in ("sphere-newton", "sphere-mm", "agd"):
+        with pytest.raises(LipnetArgument, match="no learning rate"):
+            make_optimizer(name, model, lr=0.1)
+        with pytest.raises(LipnetArgument, match="valid"):
+            make_optimizer(name, model, momentum=0.9)
 
 
 # --- sphere-mm ------------------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ import torch
 
 from lipnet.manifolds import Sphere
 
-from .layerwise import NON_FINITE, LayerInfo, all_finite, layers_of, quarter_turn
+from .layerwise import NON_FINITE, LayerInfo, all_finite, check_options, layers_of, quarter_turn
 
 __all__ = ["AGD"]
 
@@ -73,6 +73,7 @@ class AGD(torch.optim.Optimizer):
     @classmethod
     def from_model(cls, model: torch.nn.Module, **options) -> AGD:
         """Build over the model's linear layers (options: `gain`)."""
+        check_options("agd", options, ("gain",))
         return cls(model, **options)
 
     def scale(self, info: LayerInfo) -> float:
@@ -91,7 +92,7 @@ class AGD(torch.optim.Optimizer):
         grads = [(info.weight.grad, None if info.bias is None else info.bias.grad) for info in self.layers]
         if (loss is not None and not bool(torch.isfinite(torch.as_tensor(loss)).all())) or \
                 not all_finite(g for pair in grads for g in pair):
-            self.last_info = {"skipped": NON_FINITE, "loss": None if loss is None else float(loss)}
+            self.last_info = {"skipped": NON_FINITE, "loss": None if loss is None else float(loss.detach())}
             return loss
 
         # Gradient of each layer's map h ↦ W h + b in weight units (tangent part for a sphere).
@@ -124,6 +125,6 @@ class AGD(torch.optim.Optimizer):
                 capped += 1
             base = self._sphere.projx(info.weight)
             info.weight.copy_(self._sphere.expmap(base, self._sphere.proju(base, u)))
-        self.last_info = {"eta": eta, "summary": summary, "loss": None if loss is None else float(loss),
+        self.last_info = {"eta": eta, "summary": summary, "loss": None if loss is None else float(loss.detach()),
                           "capped_layers": capped, "skipped": None}
         return loss

@@ -11,7 +11,7 @@ from lipnet.exceptions import LipnetArgument
 from lipnet.manifolds import Euclidean, Sphere, manifold_of
 from lipnet.nn.layers import FrobeniusLinear, LipschitzLinear, PlainLinear
 
-__all__ = ["LayerInfo", "layers_of", "all_finite", "NON_FINITE"]
+__all__ = ["LayerInfo", "layers_of", "all_finite", "check_options", "NON_FINITE"]
 
 NON_FINITE = "nonfinite_loss"
 
@@ -68,6 +68,15 @@ def layers_of(model: torch.nn.Module, optimizer: str) -> list[LayerInfo]:
         raise LipnetArgument(f"{optimizer} only trains the weights and biases of linear layers; the model has "
                              f"other trainable parameters {stray}: freeze them (requires_grad_(False))")
     return out
+
+
+def check_options(optimizer: str, options: dict, allowed) -> None:
+    """Refuse a learning rate (these optimisers have none) and unknown options, naming the valid ones."""
+    if "lr" in options:
+        raise LipnetArgument(f"{optimizer} chooses its own step size and takes no learning rate; drop lr")
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise LipnetArgument(f"unknown option(s) {unknown} for {optimizer}; valid: {', '.join(sorted(allowed))}")
 
 
 def all_finite(tensors) -> bool:

@@ -29,7 +29,7 @@ import torch
 from lipnet.exceptions import LipnetArgument
 from lipnet.manifolds import Euclidean, Sphere, manifold_of
 
-from .layerwise import NON_FINITE, all_finite, layers_of
+from .layerwise import NON_FINITE, all_finite, check_options, layers_of
 
 __all__ = ["SphereNewton", "SphereMM"]
 
@@ -120,7 +120,7 @@ class _CurveOptimizer(torch.optim.Optimizer):
             for p, e in zip(self._params, self._entry, strict=True):
                 p.copy_(e)
         self.last_info = {"skipped": NON_FINITE, "loss": float(loss.detach()), "safeguards": [NON_FINITE]}
-        return loss
+        return loss.detach()
 
 
 class SphereNewton(_CurveOptimizer):
@@ -173,6 +173,8 @@ class SphereNewton(_CurveOptimizer):
     @classmethod
     def from_model(cls, model: torch.nn.Module, **options) -> SphereNewton:
         """Build over every trainable parameter of `model` (spheres and biases)."""
+        check_options("sphere-newton", options, ("normalize_layers", "armijo", "max_backtracks", "max_angle",
+                                                 "check_decrease", "renormalize"))
         return cls(model.parameters(), **options)
 
     def curve_derivatives(self, closure, direction=None):
@@ -211,7 +213,7 @@ class SphereNewton(_CurveOptimizer):
         if not dphi < 0:
             info["safeguards"].append("stationary" if dphi == 0 else "not_descent")
             info.update(t=0.0, angle=0.0, loss_new=phi0, backtracks=0)
-            return loss
+            return loss.detach()
         speeds = [float(v.norm()) for v, s in zip(d, self._spherical, strict=True) if s]
         vmax = max(speeds, default=0.0)
         t_max = self.max_angle / vmax if vmax > 0 else math.inf
@@ -256,7 +258,7 @@ class SphereNewton(_CurveOptimizer):
         if t > 0:
             self._memory["t_last"] = t
         info.update(t=t, angle=t * vmax, loss_new=phi_t, backtracks=k)
-        return loss
+        return loss.detach()
 
 
 class SphereMM(_CurveOptimizer):
@@ -314,6 +316,7 @@ class SphereMM(_CurveOptimizer):
     @classmethod
     def from_model(cls, model: torch.nn.Module, **options) -> SphereMM:
         """Build over the model's Frobenius-normalised layers (options: `loss_curvature`, `relax`, ...)."""
+        check_options("sphere-mm", options, ("loss_curvature", "relax", "max_backtracks", "max_angle", "renormalize"))
         return cls(model, **options)
 
     def _measure(self, closure):
@@ -393,7 +396,7 @@ class SphereMM(_CurveOptimizer):
         if G == 0.0:
             info["safeguards"].append("stationary")
             info.update(theta=0.0, beta=self._memory["beta"], majorant=L0, loss_new=L0, backtracks=0)
-            return loss
+            return loss.detach()
         beta, cap = self._memory["beta"], self.max_angle
         eps = torch.finfo(loss.dtype).eps
         k = 0
@@ -424,7 +427,7 @@ class SphereMM(_CurveOptimizer):
             info["safeguards"].append("backtracked")
         self._memory["beta"] = beta / self.relax if theta > 0 else beta
         info.update(theta=theta, beta=beta, majorant=M, loss_new=L_new, backtracks=k)
-        return loss
+        return loss.detach()
 
     @torch.no_grad()
     def _apply(self, moves, theta: float) -> None:
