@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["global_section", "lift", "hor_matrix", "tangent_of", "retraction_factors", "move_section",
+           "retract_point", "householder_pivot", "householder_section", "householder_lift", "householder_apply",
            "RETRACTIONS"]
 
 RETRACTIONS = ("cayley", "exp")
@@ -121,3 +122,61 @@ def move_section(section: torch.Tensor, packed: torch.Tensor, method: str = "cay
     out = section - w2 @ x1.transpose(0, 1)
     out[:, :small] += w1
     return out
+
+
+def retract_point(packed: torch.Tensor, method: str = "cayley") -> torch.Tensor:
+    """`Retr(U) E` (N×n), the new point in the section's coordinates, in O(N n²): `E + X K ZᵀE`, `ZᵀE = [I; A/2]`."""
+    small = packed.shape[1]
+    x1, k = retraction_factors(packed, method)
+    zte = torch.cat([torch.eye(small, dtype=packed.dtype, device=packed.device), x1[:small]], dim=0)
+    kz = k @ zte
+    out = x1 @ kz[:small]
+    out[:small] += torch.eye(small, dtype=packed.dtype, device=packed.device) + kz[small:]
+    return out
+
+
+# --- compact section of the sphere St(1, N): a Householder reflection, O(N) memory --------------------------
+
+def householder_pivot(y: torch.Tensor) -> int:
+    """The axis `e_i` the Householder section maps to `y`: the one farthest from y (λ is singular at y = e_i)."""
+    return int(torch.argmin(y.reshape(-1)))
+
+
+def householder_section(y: torch.Tensor, pivot: int) -> torch.Tensor:
+    """Dense `λ(y) = H P` (H reflects e_pivot to y, P swaps axes 0 and pivot): for checks; steps never form it."""
+    big = y.shape[0]
+    w = -y.reshape(-1).clone()
+    w[pivot] += 1.0
+    h = torch.eye(big, dtype=y.dtype, device=y.device)
+    if w @ w > 0:  # y = e_pivot (only forced when N = 1): the identity is the section there
+        h = h - 2.0 * torch.outer(w, w) / (w @ w)
+    perm = list(range(big))
+    perm[0], perm[pivot] = perm[pivot], perm[0]
+    return h[:, perm]
+
+
+def _reflect(y: torch.Tensor, pivot: int, v: torch.Tensor) -> torch.Tensor:
+    w = -y.reshape(-1).clone()
+    w[pivot] += 1.0
+    norm2 = w @ w
+    if norm2 == 0:
+        return v.clone()
+    return v - (2.0 * (w @ v.reshape(-1)) / norm2) * w.reshape(v.shape)
+
+
+def _swap(v: torch.Tensor, pivot: int) -> torch.Tensor:
+    out = v.clone()
+    out[0], out[pivot] = v[pivot], v[0]
+    return out
+
+
+def householder_lift(y: torch.Tensor, pivot: int, egrad: torch.Tensor) -> torch.Tensor:
+    """Packed `[0; B] = λᵀ ∇` with its A entry zeroed (A is 1×1 skew) for the Householder section of the sphere."""
+    packed = _swap(_reflect(y, pivot, egrad), pivot)
+    packed[0] = 0.0
+    return packed
+
+
+def householder_apply(y: torch.Tensor, pivot: int, coords: torch.Tensor) -> torch.Tensor:
+    """`λ(y) c` for an N×1 coordinate vector c (with c = Retr(U)E it is the new point)."""
+    return _reflect(y, pivot, _swap(coords, pivot))

@@ -9,7 +9,11 @@ Every parameter declares its manifold (`lipnet.manifolds.manifold_of`):
   parameter is `λE` (Cayley or exponential, through a 2n×2n problem).
 - Grassmann Gr(n, N): as Stiefel with `A = 0`; the second moment is shared along each row of B (averaged
   over the n columns) so that the step commutes with a change of basis `Y → YR` and depends only on span(Y).
-- Sphere (a tensor of unit Frobenius norm, any shape): St(1, N) on its flattened vector.
+- Sphere (a tensor of unit Frobenius norm, any shape): St(1, N) on its flattened vector. Above
+  `max_section_dim` entries (a 64×64 layer has N = 4096: λ would be 134 MB and its QR a minute) the carried
+  N×N section is replaced by the Householder section `λ(y) = H P` (H reflects a fixed axis onto y),
+  recomputed from y at every step in O(N): the moments are then transported by `λ(y')λ(y)ᵀ`, a rotation
+  close to the identity, instead of being carried exactly as in the paper.
 
 λ lives in the optimizer state (`state[p]["section"]`, float64 by default even for float32 parameters, so
 that orthogonality does not drift with the number of steps; the parameter is λE rounded to its dtype).
@@ -32,7 +36,7 @@ __all__ = ["ManifoldAdam", "DEFAULT_LR"]
 DEFAULT_LR = 1e-2
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-_MANIFOLD_KEYS = ("section", "exp_avg", "exp_avg_sq")
+_MANIFOLD_KEYS = ("section", "point", "exp_avg", "exp_avg_sq")
 
 
 def _dtype(value) -> torch.dtype | None:
@@ -83,11 +87,12 @@ class ManifoldAdam(torch.optim.Optimizer):
     retraction : `cayley` (default) or `exp` (the canonical geodesic).
     section_dtype : dtype of λ and the moments of manifold parameters: `float64` (default), `float32`,
         or None for the parameter's own dtype (the paper's plain scheme, whose rounding error accumulates).
+    max_section_dim : sphere parameters with more entries than this use the O(N) Householder section.
     """
 
     def __init__(self, params, lr: float = DEFAULT_LR, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, retraction: str = "cayley",
-                 section_dtype="float64"):
+                 section_dtype="float64", max_section_dim: int = 512):
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr}")
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
@@ -97,7 +102,7 @@ class ManifoldAdam(torch.optim.Optimizer):
         if retraction not in gt.RETRACTIONS:
             raise ValueError(f"unknown retraction {retraction!r}; valid: {', '.join(gt.RETRACTIONS)}")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, retraction=retraction,
-                        section_dtype=_dtype(section_dtype))
+                        section_dtype=_dtype(section_dtype), max_section_dim=int(max_section_dim))
         super().__init__(params, defaults)
         for p in chain.from_iterable(g["params"] for g in self.param_groups):
             _kind(p)  # fail at construction, not at the first step
@@ -159,19 +164,43 @@ class ManifoldAdam(torch.optim.Optimizer):
         state["section"] = gt.global_section(point, hint)
         return state["section"]
 
+    def _point(self, p: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, int]:
+        """The sphere's float master point and Householder pivot, re-synchronised to `p` when it changed."""
+        state = self.state[p]
+        y = p.detach().reshape(-1, 1)
+        point = state.get("point")
+        if point is None or point.dtype != dtype or not torch.equal(point.to(y.dtype), y):
+            point = y.to(dtype) / y.to(dtype).norm()
+            state["point"] = point
+        pivot = state.get("pivot")
+        if pivot is None or 1.0 - float(point[pivot]) < 0.5:
+            # a new axis far from y keeps H well conditioned (it is singular at y = e_pivot)
+            new = gt.householder_pivot(point)
+            if pivot is not None and "exp_avg" in state:  # re-express the first moment in the new frame
+                ambient = gt.householder_apply(point, pivot, state["exp_avg"])
+                state["exp_avg"] = gt.householder_lift(point, new, ambient)
+            pivot = state["pivot"] = new
+        return point, pivot
+
     def _manifold_step(self, p: torch.Tensor, kind: str, group: dict) -> None:
         state = self.state[p]
         dtype = group["section_dtype"] or p.dtype
-        section = self._section(p, kind, dtype)
+        compact = kind == "sphere" and p.numel() > group["max_section_dim"]
+        if compact:
+            point, pivot = self._point(p, dtype)
+            big, small = point.shape
+        else:
+            section = self._section(p, kind, dtype)
+            big, small = section.shape[0], _frame(p, kind).shape[1]
         grassmann = kind == "grassmann"
-        big, small = section.shape[0], _frame(p, kind).shape[1]
         if "step" not in state:
             state["step"] = torch.tensor(0.0, dtype=torch.get_default_dtype())
             state["exp_avg"] = torch.zeros(big, small, dtype=dtype, device=p.device)
             state["exp_avg_sq"] = torch.zeros(big, 1 if grassmann else small, dtype=dtype, device=p.device)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         beta1, beta2 = group["betas"]
-        packed = gt.lift(section, _frame(p.grad, kind).to(dtype), grassmann=grassmann)
+        egrad = _frame(p.grad, kind).to(dtype)
+        packed = gt.householder_lift(point, pivot, egrad) if compact else gt.lift(section, egrad, grassmann)
         state["step"] += 1
         exp_avg.lerp_(packed, 1 - beta1)
         if grassmann:
@@ -183,6 +212,11 @@ class ManifoldAdam(torch.optim.Optimizer):
         step_size = group["lr"] / (1 - beta1**step)
         denom = (exp_avg_sq.sqrt() / (1 - beta2**step) ** 0.5).add_(group["eps"])
         update = exp_avg.div(denom).mul_(-step_size)  # skew A block: m_A skew, v_A symmetric
+        if compact:
+            point = gt.householder_apply(point, pivot, gt.retract_point(update, group["retraction"]))
+            state["point"] = point
+            p.copy_(point.reshape(p.shape))
+            return
         section = gt.move_section(section, update, group["retraction"])
         state["section"] = section
         p.copy_(section[:, :small].reshape(p.shape))
@@ -194,7 +228,7 @@ class ManifoldAdam(torch.optim.Optimizer):
         keep = {}
         for pid, p in zip(saved_ids, params, strict=False):
             entry = state_dict["state"].get(pid, {})
-            if "section" in entry:
+            if "section" in entry or "point" in entry:
                 keep[p] = {k: entry[k].clone() for k in _MANIFOLD_KEYS if k in entry}
         super().load_state_dict(state_dict)
         for p, entries in keep.items():
