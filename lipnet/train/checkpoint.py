@@ -6,6 +6,7 @@ Format `lipnet-controller/1`: a dict with `config` (Controller.config()), `state
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -42,9 +43,10 @@ def save_controller(controller: Controller, path: str | os.PathLike, plant: str 
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
+    meta = json.loads(json.dumps(meta or {}, default=float))  # plain Python values: loads with weights_only
     state = {k: v.detach().cpu().clone().as_subclass(torch.Tensor) for k, v in controller.state_dict().items()}
     atomic_torch_save({"format": FORMAT, "config": controller.config(), "state_dict": state, "plant": plant,
-                       "dt": dt, "lipnet_version": __version__, "meta": meta or {}}, path)
+                       "dt": None if dt is None else float(dt), "lipnet_version": __version__, "meta": meta}, path)
     return path
 
 

@@ -1,0 +1,135 @@
+"""Training configuration: one dataclass per section, read from and written to TOML.
+
+The run folder's `config.toml` records every choice (auto values resolved), so that
+`lipnet train --config RUN_DIR/config.toml --out NEW_DIR` reproduces the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lipnet.exceptions import LipnetArgument
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["ControllerConfig", "TrainConfig", "RunConfig", "load_config", "dump_toml"]
+
+
+@dataclass
+class ControllerConfig:
+    """Architecture of the controller (see `lipnet.nn.Controller`)."""
+
+    hidden: list[int] = field(default_factory=lambda: [64, 64])
+    activation: str = "tanh"
+    layer: str = "frobenius"
+    saturation: str = "tanh"
+    lipschitz: float = 0.0  # 0: derived from the plant (lipschitz_factor × LQR gain in the scaled coordinates)
+    lipschitz_factor: float = 4.0
+    n_x: int = 0  # 0: from the plant; otherwise checked against it
+    n_u: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """The training loop: objective, optimiser, budget, evaluation and checkpoints."""
+
+    objective: str = "rollout"  # "rollout" (closed-loop cost) or "imitation" (of the LQR expert)
+    warmup: int = 50  # first steps imitate the (saturated) LQR expert: a stabilising start for the rollout cost
+    optimizer: str = "agd"
+    lr: float = 0.0  # 0: the optimiser's default (only adam / sgd / manifold-adam take one)
+    steps: int = 300
+    batch: int = 256
+    horizon: int = 0  # 0: the plant's default horizon
+    terminal: str = "lqr"  # terminal cost of the rollout: "lqr" (P of the linearised plant) or "none"
+    eval_batch: int = 512
+    eval_every: int = 25
+    checkpoint_every: int = 25
+    rescale: str = "none"  # "path": path-lifting rescaling at initialisation (ReLU only)
+    rescale_every: int = 0  # > 0: re-apply one rescaling sweep every K steps
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs: the plant spec, the seed and the two sections above."""
+
+    plant: str = "cartpole"
+    seed: int = 0
+    dtype: str = "float32"
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        data = dict(data)
+        sections = {"controller": ControllerConfig, "train": TrainConfig}
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in sections:
+                kwargs[key] = _build(sections[key], value, key)
+            elif key in {f.name for f in dataclasses.fields(cls)}:
+                kwargs[key] = value
+            else:
+                raise LipnetArgument(f"unknown config key {key!r}; valid top-level keys: plant, seed, dtype, "
+                                     "[controller], [train]")
+        return cls(**kwargs)
+
+
+def _build(cls, values: dict, section: str):
+    if not isinstance(values, dict):
+        raise LipnetArgument(f"[{section}] must be a table, got {values!r}")
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(names)
+    if unknown:
+        raise LipnetArgument(f"unknown key(s) {sorted(unknown)} in [{section}]; valid: {', '.join(names)}")
+    out = {}
+    for key, value in values.items():
+        default = getattr(cls(), key)
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if default is not None and not isinstance(value, type(default)):
+            raise LipnetArgument(f"[{section}] {key} must be {type(default).__name__}, got {value!r}")
+        out[key] = value
+    return cls(**out)
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a TOML run configuration (missing keys take their defaults)."""
+    path = Path(path)
+    if not path.exists():
+        raise LipnetArgument(f"config file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise LipnetArgument(f"config file {path} is not valid TOML: {exc}") from None
+    return RunConfig.from_dict(data)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} to TOML")
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """Write a dict of scalars, lists and one level of tables as TOML."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            lines += ["", f"[{k}]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items() if vv is not None]
+    return "\n".join(lines) + "\n"

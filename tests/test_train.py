@@ -1,0 +1,108 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lipnet.exceptions import LipnetDimension, RunFolderError
+from lipnet.train.checkpoint import load_controller
+from lipnet.train.config import RunConfig, dump_toml, load_config
+from lipnet.train.loop import train
+
+
+def _cfg(**train_kw) -> RunConfig:
+    cfg = RunConfig(plant="double_integrator")
+    cfg.controller.hidden = [16, 16]
+    cfg.train.steps = 6
+    cfg.train.batch = 32
+    cfg.train.eval_batch = 32
+    cfg.train.eval_every = 3
+    cfg.train.checkpoint_every = 3
+    cfg.train.optimizer = "adam"
+    cfg.train.horizon = 30
+    for k, v in train_kw.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    full = train(_cfg(), tmp_path / "full", progress=False, log=lambda *a: None)
+    part = train(_cfg(), tmp_path / "part", progress=False, log=lambda *a: None, stop_after=3)
+    assert len(part.metrics) == 3 and not part.summary
+    rest = train(_cfg(), tmp_path / "part", resume=True, progress=False, log=lambda *a: None)
+    assert [r["loss"] for r in rest.metrics] == [r["loss"] for r in full.metrics]
+    a, b = full.controller.state_dict(), rest.controller.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert load_controller(tmp_path / "part").lipschitz_bound() == pytest.approx(full.controller.lipschitz_bound())
+
+
+def test_existing_run_folder_is_refused_and_kept(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    with pytest.raises(RunFolderError, match="--resume.*--overwrite"):
+        train(_cfg(), out, progress=False)
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_unwritable_output_folder(tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(RunFolderError, match="writable|not a folder"):
+        train(_cfg(), blocker / "run", progress=False)
+
+
+def test_resume_without_checkpoint(tmp_path):
+    with pytest.raises(RunFolderError, match="nothing to resume"):
+        train(_cfg(), tmp_path / "none", resume=True, progress=False)
+
+
+def test_dimension_contradiction(tmp_path):
+    cfg = _cfg()
+    cfg.controller.n_x = 5
+    with pytest.raises(LipnetDimension, match="n_x = 5"):
+        train(cfg, tmp_path / "r", progress=False)
+
+
+def test_non_finite_loss_is_skipped_and_never_checkpointed(tmp_path, monkeypatch):
+    import lipnet.train.loop as loop
+
+    real = loop.make_objective
+    calls = {"n": 0}
+
+    def poisoned(*a, **k):
+        obj = real(*a, **k)
+
+        def f(policy, x0):
+            calls["n"] += 1
+            value = obj(policy, x0)
+            return value * math.nan if calls["n"] == 2 else value
+        return f
+
+    monkeypatch.setattr(loop, "make_objective", poisoned)
+    with pytest.warns(UserWarning, match="non-finite loss"):
+        res = train(_cfg(), tmp_path / "r", progress=False, log=lambda *a: None)
+    assert [r["skipped"] for r in res.metrics].count("non-finite loss") == 1
+    ctrl = load_controller(tmp_path / "r")
+    assert all(torch.isfinite(p).all() for p in ctrl.parameters())
+
+
+def test_config_toml_round_trip(tmp_path):
+    cfg = _cfg()
+    path = tmp_path / "c.toml"
+    path.write_text(dump_toml(cfg.to_dict()))
+    assert load_config(path).to_dict() == cfg.to_dict()
+    path.write_text("[train]\nlearning_rate = 3\n")
+    with pytest.raises(TypeError, match="learning_rate.*valid"):
+        load_config(path)
+
+
+def test_run_folder_contents_and_construction_bound(tmp_path):
+    cfg = _cfg()
+    cfg.controller.lipschitz = 7.5
+    res = train(cfg, tmp_path / "r", progress=False, log=lambda *a: None)
+    for name in ("controller.pt", "config.toml", "metrics.csv", "train_state.pt"):
+        assert (tmp_path / "r" / name).exists()
+    assert res.controller.lipschitz_bound() == pytest.approx(7.5, rel=1e-5)
+    assert np.isfinite(res.summary["evaluation"]["cost_ratio_to_lqr_optimum"])
