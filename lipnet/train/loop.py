@@ -50,7 +50,7 @@ def _dtype(name: str) -> torch.dtype:
 @torch.no_grad()
 def evaluate(plant, controller, lqr, x0: torch.Tensor, horizon: int, terminal: str = "lqr") -> dict:
     """Closed-loop cost of the controller vs the LQR optimum and the (clipped) LQR policy on the same x0."""
-    term = "lqr" if terminal == "lqr" else None
+    term = lqr.P if terminal == "lqr" else None
     nn_roll = plants.rollout(plant, controller, x0, horizon=horizon, terminal=term)
     lqr_roll = plants.rollout(plant, lqr.policy, x0, horizon=horizon, terminal=term)
     optimum = lqr.cost(x0)

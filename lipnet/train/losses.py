@@ -25,7 +25,7 @@ class RolloutObjective:
         self.plant, self.lqr, self.horizon = plant, lqr, int(horizon)
         if terminal not in ("lqr", "none"):
             raise ValueError(f"terminal must be 'lqr' or 'none', got {terminal!r}")
-        self.terminal = "lqr" if terminal == "lqr" else None
+        self.terminal = lqr.P if terminal == "lqr" else None  # the matrix: no LQR re-solve per step
 
     def __call__(self, policy: Callable, x0: torch.Tensor) -> torch.Tensor:
         roll = plants.rollout(self.plant, policy, x0, horizon=self.horizon, terminal=self.terminal)
