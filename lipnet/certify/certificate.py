@@ -1,0 +1,182 @@
+"""The certificate: every bound, the empirical lower bound, the closed loop; `certificate.json`, hash-bound."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lipnet import __version__
+from lipnet.exceptions import CertificationError, RunFolderError
+
+from .bounds import BoundRecord, upper_bounds
+from .empirical import LowerBound, Region, empirical_lower_bound
+from .network import mlp_of, network_hash
+
+__all__ = ["Certificate", "certify_controller", "write_certificate", "read_certificate", "default_region",
+           "CERTIFICATE_NAME", "FORMAT"]
+
+CERTIFICATE_NAME = "certificate.json"
+FORMAT = "lipnet-certificate/1"
+
+
+@dataclass
+class Certificate:
+    """Everything `lipnet certify` established about one controller (see DESIGN.md, Certificate)."""
+
+    network_hash: str
+    bounds: list[BoundRecord]
+    lower: LowerBound | None
+    closed_loop: dict | None = None
+    plant: str = ""
+    architecture: dict = field(default_factory=dict)
+    created: str = ""
+
+    @property
+    def tightest(self) -> BoundRecord | None:
+        """The sound bound with the smallest value (None when no bound is sound)."""
+        sound = [b for b in self.bounds if b.sound and b.value is not None]
+        return min(sound, key=lambda b: b.value) if sound else None
+
+    @property
+    def tightest_upper(self) -> float | None:
+        t = self.tightest
+        return None if t is None else t.value
+
+    def to_dict(self) -> dict:
+        t = self.tightest
+        lower = None if self.lower is None else self.lower.to_dict()
+        return {
+            "format": FORMAT, "lipnet_version": __version__, "created": self.created,
+            "network_hash": self.network_hash, "architecture": self.architecture, "plant": self.plant,
+            "quantity": "ℓ2 → ℓ2 Lipschitz constant of the controller from raw state to saturated action "
+                        "(bounds are on the folded MLP; the saturation is 1-Lipschitz per channel)",
+            "bounds": [b.to_dict() for b in self.bounds],
+            "tightest_upper": None if t is None else {"value": t.value, "method": t.method},
+            "empirical_lower": lower,
+            "closed_loop": self.closed_loop,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(_plain(self.to_dict()), indent=2, ensure_ascii=False, allow_nan=False)
+
+
+def _plain(obj):
+    """JSON-safe copy: numpy → Python, non-finite floats → None."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _plain(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def default_region(controller_or_mlp, plant=None) -> Region:
+    """The plant's evaluation initial-state box (±3σ when Gaussian), else `state_offset ± 3·state_scale`."""
+    if plant is not None and getattr(plant, "init_eval", None) is not None:
+        dist = plant.init_eval
+        scale = np.asarray(dist.scale, dtype=np.float64) * (3.0 if dist.kind == "normal" else 1.0)
+        return Region.around(plant.x_eq, scale, source=f"plant {getattr(plant, 'name', '')} eval initial-state box"
+                             + (" (±3σ of its Gaussian)" if dist.kind == "normal" else ""))
+    if hasattr(controller_or_mlp, "state_scale"):
+        c = controller_or_mlp
+        return Region.around(c.state_offset.double().numpy(), 3 * c.state_scale.double().numpy(),
+                             source="no plant: controller state_offset ± 3·state_scale")
+    net = mlp_of(controller_or_mlp)
+    return Region.around(np.zeros(net.n_in), 3 * np.ones(net.n_in), source="no plant: box ±3 around 0")
+
+
+def _linear_data(plant) -> tuple[np.ndarray, np.ndarray, bool]:
+    """`(A, B, is_linear)` of a plant: its own matrices when linear, else `plants.linearize` at the equilibrium."""
+    from plants import LinearPlant, linearize
+
+    if isinstance(plant, LinearPlant):
+        return np.asarray(plant.A, float), np.asarray(plant.B, float), True
+    sys = linearize(plant)
+    return np.asarray(sys.A, float), np.asarray(sys.B, float), False
+
+
+def certify_controller(controller, plant=None, methods=None, region: Region | None = None,
+                       solver: str = "SCS", sdp_max_neurons: int | None = 256, lower: bool = True,
+                       closed_loop: bool = True, seed: int = 0) -> Certificate:
+    """Bound, estimate and (with a plant) certify the closed loop of one controller.
+
+    Parameters
+    ----------
+    controller : a `lipnet.nn.Controller` (or an `MLP`).
+    plant : a `plants.Plant` or a plant spec string (loaded with `plants.load`), or None.
+    methods : bound methods (default `bounds.DEFAULT_METHODS`).
+    region : state box for the empirical lower bound (default `default_region`).
+    solver, sdp_max_neurons : LipSDP-neuron's cvxpy solver and the size above which it is skipped.
+    lower, closed_loop : compute the empirical lower bound / the closed-loop certificate.
+    """
+    if isinstance(plant, str):
+        import plants
+
+        plant = plants.load(plant) if plant else None
+    net = mlp_of(controller)
+    if plant is not None and (plant.n_x != net.n_in or plant.n_u != net.n_out):
+        raise CertificationError(f"plant {getattr(plant, 'spec', '') or plant.name} has n_x={plant.n_x}, "
+                                 f"n_u={plant.n_u} but the controller maps {net.n_in} → {net.n_out}")
+    region = default_region(controller, plant) if region is None else region
+    records = upper_bounds(controller, methods, solver=solver, sdp_max_neurons=sdp_max_neurons)
+    low = empirical_lower_bound(controller, region, seed=seed) if lower else None
+    cl = None
+    if plant is not None and closed_loop:
+        from .closedloop import closed_loop_certificate
+
+        A, B, linear = _linear_data(plant)
+        cl = closed_loop_certificate(net, A, B, plant.dt, plant.x_eq, plant.u_eq, linear=linear,
+                                     plant_name=getattr(plant, "spec", "") or plant.name)
+    arch = {"n_x": net.n_in, "n_u": net.n_out, "hidden": net.hidden, "activation": net.activation,
+            "saturation": net.saturation}
+    return Certificate(network_hash(controller), records, low, cl,
+                       plant="" if plant is None else (getattr(plant, "spec", "") or plant.name), architecture=arch,
+                       created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+
+def write_certificate(cert: Certificate, run_dir) -> Path:
+    """Write `RUN_DIR/certificate.json` atomically (a file path is used as is); returns the path."""
+    path = Path(run_dir)
+    if path.is_dir() or not path.suffix:
+        if not path.exists():
+            raise RunFolderError(f"run folder {path} does not exist")
+        path = path / CERTIFICATE_NAME
+    text = cert.to_json() if isinstance(cert, Certificate) else json.dumps(_plain(cert), indent=2)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_certificate(run_dir_or_path) -> dict:
+    """The certificate dict from `RUN_DIR/certificate.json` or a path to the file."""
+    path = Path(run_dir_or_path)
+    if path.is_dir():
+        path = path / CERTIFICATE_NAME
+    if not path.exists():
+        raise RunFolderError(f"no certificate at {path}; run `lipnet certify {path.parent}` first")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"{path} is not a readable certificate ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise RunFolderError(f"{path} is not a lipnet certificate (format {FORMAT} expected)")
+    return data

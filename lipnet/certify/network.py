@@ -1,0 +1,102 @@
+"""The controller as plain float64 data: folded weights, activation, saturation; and its weight hash.
+
+Certification never touches torch parameters directly: it reads `Controller.folded_weights()` once, so every
+bound and the hash refer to exactly the same numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from lipnet.exceptions import LipnetArgument, LipnetDimension
+
+__all__ = ["MLP", "mlp_of", "network_hash", "activation_slope"]
+
+
+def activation_slope(name: str) -> tuple[float, float] | None:
+    """Slope interval `(α, β)` of an elementwise activation, or None when it is not slope-restricted."""
+    from lipnet.nn import SLOPE_RESTRICTED
+
+    return SLOPE_RESTRICTED.get(name)
+
+
+@dataclass
+class MLP:
+    """`u = sat(W_D σ(⋯σ(W_1 x + b_1)⋯) + b_D)` in raw units, float64.
+
+    `weights` and `biases` per layer; `activation` by name; `u_low`/`u_high` (±inf where unlimited) and
+    `saturation` (`tanh`, `clip`, `none`) describe the 1-Lipschitz output stage.
+    """
+
+    weights: list[np.ndarray]
+    biases: list[np.ndarray]
+    activation: str = "relu"
+    u_low: np.ndarray | None = None
+    u_high: np.ndarray | None = None
+    saturation: str = "none"
+
+    def __post_init__(self):
+        if not self.weights:
+            raise LipnetDimension("an MLP needs at least one layer")
+        self.weights = [np.asarray(w, dtype=np.float64) for w in self.weights]
+        if not self.biases:
+            self.biases = [np.zeros(w.shape[0]) for w in self.weights]
+        self.biases = [np.asarray(b, dtype=np.float64).reshape(-1) for b in self.biases]
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            if w.ndim != 2 or b.shape[0] != w.shape[0]:
+                raise LipnetDimension(f"layer {i}: weight {w.shape} and bias {b.shape} do not fit")
+            if i and w.shape[1] != self.weights[i - 1].shape[0]:
+                raise LipnetDimension(f"layer {i} takes {w.shape[1]} inputs but layer {i - 1} gives "
+                                      f"{self.weights[i - 1].shape[0]}")
+            if not (np.isfinite(w).all() and np.isfinite(b).all()):
+                raise LipnetDimension(f"layer {i} has non-finite weights or biases")
+
+    @property
+    def n_in(self) -> int:
+        return self.weights[0].shape[1]
+
+    @property
+    def n_out(self) -> int:
+        return self.weights[-1].shape[0]
+
+    @property
+    def hidden(self) -> list[int]:
+        return [w.shape[0] for w in self.weights[:-1]]
+
+    @property
+    def saturated(self) -> bool:
+        """True when an output saturation is applied (limits present and saturation not `none`)."""
+        if self.saturation == "none" or self.u_low is None or self.u_high is None:
+            return False
+        return bool(np.isfinite(self.u_low).any() or np.isfinite(self.u_high).any())
+
+
+def mlp_of(controller_or_mlp) -> MLP:
+    """An `MLP` from a `Controller` (via `folded_weights()`), or the `MLP` itself."""
+    if isinstance(controller_or_mlp, MLP):
+        return controller_or_mlp
+    if not hasattr(controller_or_mlp, "folded_weights"):
+        raise LipnetArgument(f"expected a lipnet Controller or an MLP, got {type(controller_or_mlp).__name__}")
+    c = controller_or_mlp
+    pairs = c.folded_weights()
+    lo, hi = c.limits()
+    return MLP([w for w, _ in pairs], [b for _, b in pairs], activation=c.activation,
+               u_low=lo if c.has_limits else None, u_high=hi if c.has_limits else None,
+               saturation=c.saturation if c.has_limits else "none")
+
+
+def network_hash(controller_or_mlp) -> str:
+    """`sha256:` of the folded float64 weights, biases, limits, activation and saturation (what is certified)."""
+    net = mlp_of(controller_or_mlp)
+    h = hashlib.sha256()
+    h.update(f"lipnet-mlp/1|{net.activation}|{net.saturation}|".encode())
+    for w, b in zip(net.weights, net.biases, strict=True):
+        h.update(np.asarray(w.shape, dtype=np.int64).tobytes())
+        h.update(np.ascontiguousarray(w, dtype="<f8").tobytes())
+        h.update(np.ascontiguousarray(b, dtype="<f8").tobytes())
+    for lim in (net.u_low, net.u_high):
+        h.update(b"none" if lim is None else np.ascontiguousarray(lim, dtype="<f8").tobytes())
+    return "sha256:" + h.hexdigest()

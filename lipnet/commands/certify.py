@@ -1,0 +1,93 @@
+"""`lipnet certify RUN_DIR`: Lipschitz bounds, empirical lower bound, closed loop; writes certificate.json."""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["add_arguments", "run", "EXAMPLE"]
+
+EXAMPLE = """examples:
+  lipnet certify runs/cartpole                      # every method, table on stdout, runs/cartpole/certificate.json
+  lipnet certify runs/cartpole --require 2.0        # exit 1 unless the tightest sound bound is <= 2.0
+  lipnet certify runs/dc --plant dcmotor --method spectral --method lipsdp-schur --json
+exit codes: 0 success, 1 --require failed, 2 error."""
+
+
+def add_arguments(parser) -> None:
+    """Arguments of `lipnet certify`."""
+    from lipnet.certify.bounds import METHODS
+
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="run folder holding controller.pt")
+    parser.add_argument("--plant", metavar="SPEC", default=None,
+                        help="plant spec for the closed loop and the state region (default: the checkpoint's)")
+    parser.add_argument("--method", action="append", choices=sorted(METHODS), default=None,
+                        help="bound method (repeatable; default: all)")
+    parser.add_argument("--require", type=float, metavar="L", default=None,
+                        help="exit 1 when the tightest sound upper bound exceeds L")
+    parser.add_argument("--solver", default="SCS", choices=["SCS", "CLARABEL"], help="cvxpy solver for lipsdp-neuron")
+    parser.add_argument("--sdp-max-neurons", type=int, default=256, metavar="N",
+                        help="skip lipsdp-neuron above N hidden neurons (default 256; it takes minutes there)")
+    parser.add_argument("--no-closed-loop", action="store_true", help="skip the closed-loop certificate")
+    parser.add_argument("--json", action="store_true", help="print the certificate JSON instead of the table")
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.6g}"
+
+
+def format_table(cert) -> str:
+    """Human-readable summary: one row per bound with its ratio to the empirical lower bound."""
+    low = cert.lower.value if cert.lower is not None else None
+    rows = [f"network {cert.network_hash[:23]}…  {cert.architecture}",
+            f"{'method':<15}{'bound':>12}{'seconds':>10}{'ratio':>9}  status"]
+    for b in cert.bounds:
+        ratio = b.value / low if (b.value is not None and low) else None
+        status = "sound" if b.sound else ("n/a" if b.value is None else "estimate")
+        rows.append(f"{b.method:<15}{_fmt(b.value):>12}{b.seconds:>10.3f}{_fmt(ratio):>9}  {status}"
+                    + ("" if b.sound else f" ({b.notes[:70]})"))
+    if cert.lower is not None:
+        rows.append(f"{'empirical lower':<15}{_fmt(low):>12}{'':>10}{'1':>9}  "
+                    f"estimate over {cert.lower.region['source']}")
+    t = cert.tightest
+    rows.append(f"tightest sound upper bound: {_fmt(None if t is None else t.value)}"
+                + ("" if t is None else f" ({t.method})"))
+    cl = cert.closed_loop
+    if cl is not None:
+        rows.append(f"closed loop ({cl['plant']}): {cl['verdict']}")
+        if cl.get("hinf") is not None:
+            rows.append(f"  ‖(zI−(A+BK))⁻¹B‖∞ = {cl['hinf']:.6g}, Lip(Δ) ≤ {cl['lip_delta']:.6g} "
+                        f"({cl['lip_delta_method']}), margin {cl['margin']:.4g}, allowed Lip(Δ) < "
+                        f"{cl['allowed_lip_delta']:.6g}")
+    return "\n".join(rows)
+
+
+def run(args) -> int:
+    """Certify RUN_DIR; 0 on success, 1 when --require fails."""
+    from lipnet.certify import certify_controller, write_certificate
+    from lipnet.exceptions import LipnetArgument
+    from lipnet.train.checkpoint import load_checkpoint, load_controller
+
+    if args.require is not None and not args.require > 0:
+        raise LipnetArgument(f"--require must be a positive number, got {args.require}")
+    controller = load_controller(args.run_dir)
+    spec = args.plant if args.plant is not None else (load_checkpoint(args.run_dir).get("plant") or "")
+    plant = None
+    if spec:
+        import plants
+
+        plant = plants.load(spec)
+    cert = certify_controller(controller, plant, methods=args.method, solver=args.solver,
+                              sdp_max_neurons=args.sdp_max_neurons, closed_loop=not args.no_closed_loop)
+    path = write_certificate(cert, args.run_dir)
+    if args.json:
+        print(cert.to_json())
+    else:
+        print(format_table(cert))
+        print(f"wrote {path}")
+    if args.require is not None:
+        tight = cert.tightest_upper
+        if tight is None or tight > args.require:
+            print(f"lipnet certify: --require {args.require:g} failed: tightest sound bound "
+                  f"{_fmt(tight)}", file=sys.stderr)
+            return 1
+    return 0
