@@ -81,7 +81,7 @@ def test_stiefel_steps_stay_on_the_manifold(big, data, dtype, retraction, lr):
     assert _orth_err(lam) < 1e-13
 
 
-@pytest.mark.parametrize("dtype,steps,tol", [(torch.float32, 1000, 1e-5), (torch.float64, 1000, 1e-12)])
+@pytest.mark.parametrize("dtype,steps,tol", [(torch.float32, 300, 1e-5), (torch.float64, 300, 1e-12)])
 def test_orthogonality_does_not_drift(dtype, steps, tol):
     p = ManifoldParameter(torch.randn(16, 4, dtype=dtype), Stiefel())
     loss_fn = _procrustes((16, 4), dtype)
@@ -111,9 +111,9 @@ def test_converges_on_procrustes_and_brockett():
     # orthogonal Procrustes: min ‖Y − T‖² has its minimum 0 at Y = T
     p = ManifoldParameter(torch.randn(10, 3, dtype=torch.float64), Stiefel())
     loss_fn = _procrustes((10, 3), torch.float64)
-    opt = ManifoldAdam([p])
+    opt = ManifoldAdam([p], lr=0.03)
     first = float(loss_fn(p).detach())
-    for _ in range(1500):
+    for _ in range(500):
         opt.zero_grad()
         loss_fn(p).backward()
         opt.step()
@@ -123,8 +123,8 @@ def test_converges_on_procrustes_and_brockett():
     m = torch.diag(torch.arange(1.0, big + 1, dtype=torch.float64))
     d = torch.diag(torch.arange(small, 0, -1, dtype=torch.float64))
     p = ManifoldParameter(torch.randn(big, small, dtype=torch.float64), Stiefel())
-    opt = ManifoldAdam([p])
-    for _ in range(3000):
+    opt = ManifoldAdam([p], lr=0.03)
+    for _ in range(800):
         opt.zero_grad()
         torch.trace(p.T @ m @ p @ d).backward()
         opt.step()
