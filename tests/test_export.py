@@ -316,3 +316,15 @@ def test_cli_export_with_certificate_and_inspect(tmp_path, capsys):
     assert main(["export", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.onnx")]) == 2
     assert "no controller checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_cli_summary_names_parity_bound_and_certificate(exported, capsys):
+    from lipnet.commands.export import _print_report
+
+    _, path, report = exported("tanh-clip-spectral-3x2")
+    _print_report(report)
+    text = capsys.readouterr().out
+    assert f"wrote {path}" in text and "parity vs torch (tolerance 1e-05" in text
+    for region in ("training", "far", "saturation"):
+        assert f"  {region}" in text
+    assert f"{report.lipschitz_upper:.6g}" in text and "certificate: missing" in text
