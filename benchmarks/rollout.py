@@ -73,6 +73,11 @@ def main(argv=None) -> int:
     if args.quick:
         args.batch, args.horizon, args.repeats = 1024, 50, 3
     torch.set_num_threads(args.threads)
+    load1 = os.getloadavg()[0]
+    if load1 > (os.cpu_count() or 1):
+        # Oversubscribed cores make torch's worker threads spin against other processes (measured 10x slower).
+        print(f"note: load average {load1:.1f} exceeds {os.cpu_count()} cores; absolute figures are not "
+              f"representative (try --threads 1); the side-by-side ratio is", file=sys.stderr)
     torch.manual_seed(0)
     plant = plants.load("cartpole")
     policy = nn.Sequential(nn.Linear(4, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))

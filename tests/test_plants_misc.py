@@ -1,5 +1,7 @@
 """Plants: option formatting, constant caching, the optional compiled step, initial states, gym details."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -95,6 +97,15 @@ def test_every_builtin_is_documented():
             doc = type(p).__doc__
             for key in p.params:
                 assert key in doc.replace("μ", "mu").replace("Jb", "J"), f"{name}: parameter {key} not documented"
+
+
+@pytest.mark.parametrize("name", ["cartpole", "quadrotor2d", "double_integrator"])
+def test_gym_env_passes_gymnasium_checker(name):
+    from gymnasium.utils.env_checker import check_env
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the checker warns about unbounded Boxes, which are intended
+        check_env(plants.gym.make(name), skip_render_check=True)
 
 
 def test_gym_eval_split_and_divergence():
