@@ -20,11 +20,11 @@ import numpy as np
 
 from hil import wire
 from hil.realtime import realtime
-from hil.runtime import PROVIDERS, open_session
 
-__all__ = ["DeviceAgent", "parse_address", "main", "DEFAULT_PORT"]
+__all__ = ["DeviceAgent", "parse_address", "main", "DEFAULT_PORT", "PROVIDERS"]
 
 DEFAULT_PORT = 9870
+PROVIDERS = ("cpu", "cuda", "tensorrt")
 
 
 def parse_address(text: str, default_host: str = "127.0.0.1", default_port: int = DEFAULT_PORT) -> tuple[str, int]:
@@ -56,8 +56,11 @@ class DeviceAgent:
 
     def __init__(self, model, listen=("127.0.0.1", DEFAULT_PORT), provider: str = "cpu", threads: int = 1,
                  busy_poll: bool = False):
-        self.session = open_session(str(model), provider, threads) if isinstance(model, (str, bytes)) or hasattr(
-            model, "__fspath__") else model
+        if isinstance(model, str) or hasattr(model, "__fspath__"):
+            from export.runtime import session  # onnxruntime: imported only when serving, not for --help
+
+            model = session(str(model), provider=provider, threads=threads)
+        self.session = model
         self.n_x, self.n_u = int(self.session.n_x), int(self.session.n_u)
         self.provider = getattr(self.session, "provider", provider)
         self.busy_poll = busy_poll
@@ -68,7 +71,7 @@ class DeviceAgent:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(tuple(listen))
         self.address = self.sock.getsockname()[:2]
-        # Warm up: the first onnxruntime call allocates; do it before the first real packet.
+        # Warm up: the first onnxruntime calls allocate; do them before the first real packet.
         for _ in range(10):
             self.session(np.zeros(self.n_x, np.float32))
 
@@ -166,7 +169,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--listen", default=f"127.0.0.1:{DEFAULT_PORT}",
                         help="HOST:PORT to bind (default loopback 127.0.0.1:%(default)s; 0.0.0.0 for all "
                              "interfaces; port 0 picks a free one)")
-    parser.add_argument("--provider", choices=PROVIDERS, default="cpu", help="onnxruntime execution provider")
+    parser.add_argument("--provider", choices=PROVIDERS, default="cpu",
+                        help="onnxruntime execution provider (cuda/tensorrt fall back to cpu with a warning "
+                             "where unavailable; the handshake reports the provider actually running)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     parser.add_argument("--busy-poll", action="store_true", help="spin on the socket (lower latency, one core)")
     parser.add_argument("--realtime", action="store_true",
@@ -184,7 +189,7 @@ def serve(args) -> int:
         return 2
     try:
         agent = DeviceAgent(args.model, (host, port), args.provider, args.threads, args.busy_poll)
-    except (OSError, RuntimeError, ValueError) as exc:
+    except (OSError, RuntimeError, ValueError) as exc:  # ModelError is a ValueError
         print(f"hil device: error: cannot serve {args.model}: {exc}", file=sys.stderr)
         return 2
     for sig in (signal.SIGINT, signal.SIGTERM):

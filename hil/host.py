@@ -54,6 +54,7 @@ class HilConfig:
     connect_timeout : seconds to wait for the device's handshake.
     spin : seconds busy-waited before each release and deadline (the rest is slept).
     realtime : run the loop as SCHED_FIFO (or nice −10) where permitted; the report says what was granted.
+    warmup : state/action exchanges before the first tick (not recorded): first calls fault pages in.
     """
 
     rate: float
@@ -66,6 +67,7 @@ class HilConfig:
     connect_timeout: float = 10.0
     spin: float = 200e-6
     realtime: bool = False
+    warmup: int = 20
 
     def __post_init__(self):
         if not (self.rate > 0 and self.duration > 0):
@@ -232,6 +234,17 @@ class HilHost:
             else:
                 c["stray"] += 1
 
+    def _warmup(self, x0: np.ndarray, pkt: wire.PacketBuffer) -> None:
+        scratch = {"late": 0, "stray": 0, "unreachable": 0, "dropped": dict.fromkeys(wire.DROP_REASONS, 0)}
+        pkt.values[:] = x0
+        for i in range(self.config.warmup):
+            seq = _MASK - i  # far from the run's sequence numbers: a straggler is counted late, never used
+            try:
+                self.sock.send(pkt.stamp(seq, time.perf_counter_ns()))
+                self._await(seq, time.perf_counter_ns() + 100_000_000, scratch)
+            except OSError:
+                pass
+
     def _drain(self, seconds: float, c: dict) -> None:
         """After the last tick: count the replies still in flight as late."""
         end = time.perf_counter_ns() + int(seconds * 1e9) + self._delay_ns
@@ -260,6 +273,7 @@ class HilHost:
              "dropped": dict.fromkeys(wire.DROP_REASONS, 0)}
         x[0] = x0
         pkt, fallback, stepper = wire.PacketBuffer(wire.STATE, self.n_x, self.n_u), self.fallback, self.stepper
+        self._warmup(x0, pkt)
         send, clock, sleep, spin, await_ = self.sock.send, time.perf_counter_ns, time.sleep, self._spin_ns, self._await
         u_last = None
         gc_enabled = gc.isenabled()

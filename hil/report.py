@@ -29,7 +29,7 @@ def performance(plant, x: np.ndarray, u: np.ndarray) -> dict:
     """Closed-loop cost `Σ stage_cost(x_k, u_k)`, its mean, the final and RMS deviation from equilibrium."""
     import torch
 
-    with torch.inference_mode():
+    with torch.no_grad():
         cost = plant.stage_cost(torch.as_tensor(x[:-1]), torch.as_tensor(u)).double().numpy()
     dev = x - np.asarray(plant.x_eq, float)
     return {"cost": float(cost.sum()), "cost_per_step": float(cost.mean()) if cost.size else None,

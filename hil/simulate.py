@@ -47,7 +47,7 @@ def _torch_policy(path: Path) -> Policy:
 
     def fn(state):
         view[:] = state
-        with torch.inference_mode():
+        with torch.no_grad():
             return ctrl(buf).numpy()[0].copy()
 
     dt = ckpt.get("dt")
@@ -61,9 +61,9 @@ def load_policy(model, provider: str = "cpu") -> Policy:
     if not path.exists():
         raise FileNotFoundError(f"no controller at {path}: give a run folder or a controller.onnx")
     if path.suffix == ".onnx":
-        from hil.runtime import open_session
+        from export.runtime import session
 
-        sess = open_session(str(path), provider)
+        sess = session(str(path), provider=provider)
         meta = dict(getattr(sess, "metadata", {}) or {})
         try:
             dt = float(meta["lipnet.dt"]) or None

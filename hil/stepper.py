@@ -16,7 +16,9 @@ class PlantStepper:
     """`x_next = stepper(x, u)` on float64 numpy vectors, through preallocated `[1, n]` tensors.
 
     The plant is stepped in float64 when it supports it (falls back to float32 otherwise: see `dtype`);
-    callers run the loop inside `torch.inference_mode()` (`stepper.context()`), so no graph is recorded.
+    callers run the loop inside `stepper.context()` (`torch.no_grad()`), so no graph is recorded. Not
+    `inference_mode`: plants cache constant tensors, and inference tensors in that cache would break later
+    autograd users of the same plant (e.g. `plants.lqr`).
     """
 
     def __init__(self, plant):
@@ -27,7 +29,7 @@ class PlantStepper:
             self._x = torch.zeros(1, self.n_x, dtype=dtype)
             self._u = torch.zeros(1, self.n_u, dtype=dtype)
             try:
-                with torch.inference_mode():
+                with torch.no_grad():
                     y = plant.step(self._x, self._u)
             except (RuntimeError, TypeError):  # a plant with float32-only constants
                 continue
@@ -44,7 +46,7 @@ class PlantStepper:
     @staticmethod
     def context():
         """The context to run stepping loops in (no autograd bookkeeping)."""
-        return torch.inference_mode()
+        return torch.no_grad()
 
     def __call__(self, x: np.ndarray, u: np.ndarray) -> np.ndarray:
         """One sample period from state `x` with action `u` held; returns a new float64 `[n_x]` array."""
