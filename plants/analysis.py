@@ -73,9 +73,13 @@ class LQRPolicy(nn.Module):
         key = (like.dtype, like.device)
         hit = self._cast.get(key)
         if hit is None or hit[0] is not self.K:
-            c = [t.to(like) for t in (self.K.T, self.x_eq, self.u_eq, self.u_low, self.u_high)]
-            # u = u_eq + K x_eq − K x: one addmm per call
-            hit = (self.K, c[0], c[2] + c[1] @ c[0], c[3], c[4])
+            # Outside inference mode and without grad, so the cache is valid in every later context.
+            with torch.inference_mode(False), torch.no_grad():
+                c = [t.to(like).clone() for t in (self.K.T, self.x_eq, self.u_eq, self.u_low, self.u_high)]
+                # u = u_eq + K x_eq − K x: one addmm per call
+                hit = (self.K, c[0], c[2] + c[1] @ c[0], c[3], c[4])
+            if torch.compiler.is_compiling():
+                return hit[1:]
             self._cast[key] = hit
         return hit[1:]
 

@@ -96,7 +96,12 @@ class Plant:
         hit = self._consts.get(key)
         if hit is not None and hit[0] is src:
             return hit[1]
-        t = torch.as_tensor(np.asarray(src, dtype=np.float64), dtype=like.dtype, device=like.device)
+        if torch.compiler.is_compiling():  # never cache a tracing-time (fake) tensor
+            return torch.as_tensor(np.asarray(src, dtype=np.float64), dtype=like.dtype, device=like.device)
+        # Created outside inference mode, so a first call under `torch.inference_mode()` cannot leave an
+        # inference tensor in the cache that a later autograd use would refuse.
+        with torch.inference_mode(False):
+            t = torch.as_tensor(np.asarray(src, dtype=np.float64), dtype=like.dtype, device=like.device)
         self._consts[key] = (src, t)
         return t
 

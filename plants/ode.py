@@ -133,10 +133,11 @@ class ODEPlant(Plant):
 
     @classmethod
     def option_help(cls) -> dict[str, str]:
-        """Every option key of this plant with its default, unit and meaning (for docs and error messages)."""
-        out = {k: f"{d} {unit}: {meaning}".replace("  ", " ") for k, (d, unit, meaning) in cls.PARAMS.items()}
-        out.update({k: f"{getattr(cls, k.upper(), '')} {m}" if k in ("dt", "substeps", "horizon") else m
-                    for k, m in COMMON_OPTIONS.items()})
+        """Every option of this plant as `{key: "meaning [unit], default value"}` (for docs and CLI help)."""
+        out = {k: f"{meaning}{f' [{unit}]' if unit else ''}, default {d:g}"
+               for k, (d, unit, meaning) in cls.PARAMS.items()}
+        defaults = {"dt": cls.DT, "substeps": cls.SUBSTEPS, "horizon": cls.HORIZON}
+        out.update({k: f"{m}, default {defaults[k]:g}" if k in defaults else m for k, m in COMMON_OPTIONS.items()})
         return out
 
 

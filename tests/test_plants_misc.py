@@ -35,6 +35,17 @@ def test_const_cache_follows_reassignment():
     assert cost.item() == pytest.approx(6.0)
 
 
+def test_caches_survive_inference_mode_then_autograd():
+    p = plants.load("cartpole")
+    L = plants.lqr(p)
+    with torch.inference_mode():
+        plants.rollout(p, L.policy, p.sample_initial(4), horizon=3)
+    x0 = p.sample_initial(4).requires_grad_()
+    cost = plants.rollout(p, L.policy, x0, horizon=3, terminal="lqr").cost.sum()
+    (g,) = torch.autograd.grad(cost, x0)
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
+
+
 def test_clip_per_channel_and_scalar_limits():
     q = plants.load("quadrotor2d")
     u = torch.tensor([[-1.0, 1.0]])
@@ -74,6 +85,12 @@ def test_compiled_step_matches_eager_with_gradients():
     g = torch.autograd.grad(out.square().sum(), (x, u))
     torch.testing.assert_close(out, ref)
     torch.testing.assert_close(g, gref)
+
+
+def test_option_help_lists_every_option():
+    h = plants.CartPole.option_help()
+    assert h["m"] == "pole mass [kg], default 0.1" and h["dt"] == "sample time [s], default 0.02"
+    assert set(h) == {"M", "m", "l", "g", "u_max", "dt", "substeps", "horizon", "q", "r"}
 
 
 def test_initial_state_distributions():
