@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -239,3 +241,23 @@ def test_bad_arguments_are_refused_with_a_clear_message():
         rescale(torch.nn.Linear(2, 2))
     empty = rescale(Controller(2, 1, ()))
     assert empty.iterations == 0 and empty.converged
+
+
+@pytest.mark.parametrize("layer", ["frobenius", "spectral"])
+def test_budget_anchor_is_at_least_as_good_as_the_layerwise_rescaling(layer):
+    # Orthogonal init: any per-neuron rescaling raises Π σ_max, so the budget forces the layer-wise anchor.
+    torch.manual_seed(0)
+    c = Controller(4, 1, (16, 16), layer=layer, gains=[2.0, 1.0, 0.5]).double()
+    x = torch.randn(64, 4, dtype=torch.float64)
+    with torch.no_grad():
+        y0 = c(x)
+    prod0 = c.network_lipschitz_bound()
+    layerwise = rescale(copy.deepcopy(c), granularity="layer")
+    res = rescale(c)
+    assert c.network_lipschitz_bound() <= prod0 * (1 + 1e-10)
+    assert res.criterion_after <= layerwise.criterion_after + 1e-9
+    assert res.criterion_after < res.criterion_before
+    with torch.no_grad():
+        assert torch.allclose(c(x), y0, rtol=0, atol=1e-10)
+    if layer == "spectral":
+        assert res.anchor == "layer"

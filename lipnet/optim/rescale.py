@@ -23,11 +23,15 @@ How it composes with the layer kinds (the function is preserved exactly in every
   Per-neuron rescaling changes the per-layer gains, hence the construction bound `Π g_l` (the function
   and its true Lipschitz constant do not change). With `preserve_bound` (the default for normalised
   layers, whose gains are the Lipschitz budget training relies on) the optimal log-scales z* are
-  shrunk to `t·z*` with the largest `t ∈ [0, 1]` such that `Π g'_l ≤ Π g_l`: the constraint is convex
-  in z (a sum of log-sum-exps), so t is found by bisection, and `F(t z*) ≤ (1 − t)F(0) + tF(z*)` by
-  convexity — the criterion still improves, the budget is never exceeded.
-* `spectral` (`W = g·V/σ_max(V)`): same with `V' = W'`, `g' = σ_max(W')`; bisection as above (the
-  constraint is checked at the returned t, so the result is sound even where it is not convex).
+  pulled back to `z_a + t(z* − z_a)` with the largest `t ∈ [0, 1]` such that `Π g'_l ≤ Π g_l`, where the
+  anchor z_a is the best *layer-wise* rescaling (one scale per hidden layer: the per-layer factors
+  telescope, so Π g is unchanged for every layer kind). The constraint is convex in z for Frobenius
+  norms (a sum of log-sum-exps), so t is found by bisection, and `F ≤ F(z_a)` by convexity: the
+  criterion improves at least as much as the layer-wise rescaling, the budget is never exceeded.
+* `spectral` (`W = g·V/σ_max(V)`): same with `V' = W'`, `g' = σ_max(W')`, and the same bisection (the
+  constraint is checked at the returned point, so the budget holds even where it is not convex). At an
+  orthogonal initialisation any per-neuron rescaling raises Π σ_max, and the budgeted result is the
+  layer-wise one.
 * `orthogonal` (`W = g·Y`, `Y` on Stiefel): a per-neuron rescaling destroys orthogonality, so the
   neurons of a hidden layer share one scale (`granularity="layer"`); then `W'_l = (λ_l/λ_{l−1}) W_l`,
   only the gains change, and `Π g_l` is unchanged exactly (the factors telescope).
@@ -65,7 +69,8 @@ class RescaleResult:
     scales: list[np.ndarray]  # per hidden layer: λ_h multiplying neuron h's incoming weights and bias
     criterion_before: float = float("nan")
     criterion_after: float = float("nan")
-    damping: float = 1.0  # t in t·z*: < 1 where preserve_bound shrank the optimal log-scales
+    damping: float = 1.0  # t in z_a + t(z* − z_a): < 1 where preserve_bound shrank the optimal log-scales
+    anchor: str = "zero"  # z_a: "zero" (no rescaling) or "layer" (the budget-neutral layer-wise optimum)
     bound_before: float = float("nan")  # construction bound Π Lip(W_l) of the network (scaled units)
     bound_after: float = float("nan")
     gains_before: list[float] = field(default_factory=list)
@@ -307,6 +312,33 @@ def _reference_diag(reference, ws):
     return ref
 
 
+def _fit_budget(model, kinds, ws, g, z, gran, tol, max_sweeps):
+    """Shrink the optimal log-scales z* until the construction bound Π Lip(W_l) is not above its value now.
+
+    The anchor z_a is the layer-wise optimum (one scale per hidden layer: the per-layer factors telescope,
+    so Π Lip is unchanged for every layer kind) when neuron scales are in play, else 0; the result is
+    `z_a + t(z* − z_a)` with the largest t ∈ [0, 1] that fits (bisection; the fit is checked, so the
+    budget holds even where the constraint is not convex), and F is at most F(z_a) by convexity of F.
+    """
+    def bound(zz) -> float:
+        return float(np.prod(_layer_bounds(model, kinds, rescale_weights(ws, zz))))
+
+    limit = bound([np.zeros_like(v) for v in z]) * (1 + 1e-12)  # same formula as the test: exact at z = 0
+    if bound(z) <= limit:
+        return z, 1.0, "zero"
+    anchor, name = [np.zeros_like(v) for v in z], "zero"
+    if "neuron" in gran:
+        z_layer = solve_rescaling(g, "layer", tol=tol, max_sweeps=max_sweeps)[0]
+        if bound(z_layer) <= limit:
+            anchor, name = z_layer, "layer"
+    lo, hi = 0.0, 1.0
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if bound([a + mid * (v - a) for a, v in zip(anchor, z, strict=True)]) <= limit \
+            else (lo, mid)
+    return [a + lo * (v - a) for a, v in zip(anchor, z, strict=True)], lo, name
+
+
 def rescale(model, reference="identity", tol: float = 1e-2, max_sweeps: int = 100, *, kernel: str = "path",
             states=None, granularity: str = "auto", preserve_bound: bool | None = None,
             reg: float = 0.0) -> RescaleResult:
@@ -373,24 +405,15 @@ def rescale(model, reference="identity", tol: float = 1e-2, max_sweeps: int = 10
     z, history, sweeps, converged = solve_rescaling(g, gran, tol=tol, max_sweeps=max_sweeps)
     bounds_before = [lin.lipschitz() for lin in model.layers]
     bound_before = float(np.prod(bounds_before))
-    t = 1.0
+    t, anchor = 1.0, "zero"
     if preserve_bound:
-        def fits(s: float) -> bool:
-            return float(np.prod(_layer_bounds(model, kinds, rescale_weights(ws, [s * v for v in z])))) \
-                <= bound_before * (1 + 1e-12)
-        if not fits(1.0):
-            lo, hi = 0.0, 1.0  # fits(0) holds: z = 0 is the identity
-            for _ in range(50):
-                mid = 0.5 * (lo + hi)
-                lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-            t = lo
-    z = [t * v for v in z]
+        z, t, anchor = _fit_budget(model, kinds, ws, g, z, gran, tol, max_sweeps)
     new = rescale_weights(ws, z)
     _write(model, kinds, new)
     return RescaleResult(
         iterations=sweeps, criterion_history=history, converged=converged,
         scales=[np.exp(0.5 * v) for v in z], criterion_before=history[0],
-        criterion_after=rescaling_criterion(g, z), damping=t,
+        criterion_after=rescaling_criterion(g, z), damping=t, anchor=anchor,
         bound_before=bound_before, bound_after=model.network_lipschitz_bound(),
         gains_before=bounds_before, gains_after=[lin.lipschitz() for lin in model.layers], granularity=(
             gran[0] if len(set(gran)) == 1 else "mixed"))
