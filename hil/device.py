@@ -174,8 +174,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                              "where unavailable; the handshake reports the provider actually running)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     parser.add_argument("--busy-poll", action="store_true", help="spin on the socket (lower latency, one core)")
-    parser.add_argument("--realtime", action="store_true",
-                        help="serve as SCHED_FIFO (or nice -10) where permitted (root or CAP_SYS_NICE)")
+    parser.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=True,
+                        help="serve as SCHED_FIFO (or nice -10) where permitted: root or CAP_SYS_NICE "
+                             "(default on; it sleeps in recvfrom between packets)")
     parser.add_argument("--json", action="store_true", help="print the final counters as JSON")
     return parser
 
