@@ -10,7 +10,7 @@ from .analysis import LQR, LQRPolicy, linearize, lqr
 from .base import InitialStates, Plant
 from .errors import PlantSpecError
 from .library import BallBeam, CartPole, DCMotor, MassSpringDamper, Pendulum, Quadrotor2D, VanDerPol
-from .linear import DEFAULT_DT, LinearPlant, c2d_zoh, from_lti
+from .linear import DEFAULT_DT, LinearPlant, c2d_zoh, from_lti, save_npz
 from .ode import FunctionPlant, ODEPlant, rk4_step
 from .rollout import Rollout, rollout
 from .spec import builtin_names, load
@@ -19,7 +19,7 @@ c2d = c2d_zoh  # field-standard short name
 
 __all__ = [
     "gym", "Plant", "InitialStates", "PlantSpecError", "load", "builtin_names",
-    "LinearPlant", "from_lti", "c2d_zoh", "c2d", "DEFAULT_DT",
+    "LinearPlant", "from_lti", "save_npz", "c2d_zoh", "c2d", "DEFAULT_DT",
     "ODEPlant", "FunctionPlant", "rk4_step",
     "Pendulum", "CartPole", "Quadrotor2D", "DCMotor", "MassSpringDamper", "VanDerPol", "BallBeam",
     "linearize", "lqr", "LQR", "LQRPolicy", "rollout", "Rollout",

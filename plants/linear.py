@@ -12,7 +12,7 @@ from .base import InitialStates, Plant
 from .errors import PlantSpecError
 from .options import check_keys, diag_option, parse_value
 
-__all__ = ["LinearPlant", "from_lti", "c2d_zoh", "DEFAULT_DT", "LINEAR_OPTIONS", "apply_linear_options"]
+__all__ = ["LinearPlant", "from_lti", "c2d_zoh", "save_npz", "DEFAULT_DT", "LINEAR_OPTIONS", "apply_linear_options"]
 
 DEFAULT_DT = 0.05  # sample time [s] used to discretise a continuous model when no `dt` is given (20 Hz)
 
@@ -68,6 +68,9 @@ class LinearPlant(Plant):
     x0_std : std of the Gaussian training initial states (scalar or `[n]`); eval uses 1.5×.
     u_max : symmetric actuator limit (scalar or `[m]`), or None for unlimited.
     horizon, name, spec, state_names, state_units, input_names : as in `Plant`.
+
+    A plant built from arrays has `spec == ""` (nothing to reload it from); `save_npz(plant, path)` writes it
+    to an `.npz` and sets a spec that `plants.load` turns back into the same plant.
     """
 
     def __init__(self, A, B, dt: float, C=None, D=None, Q=None, R=None, x0_std=1.0, u_max=None,
@@ -181,3 +184,28 @@ def from_lti(sys, dt: float | None = None, **kwargs: Any) -> LinearPlant:
     kw.setdefault("C", np.asarray(sys.C, float))
     kw.setdefault("D", np.asarray(sys.D, float))
     return LinearPlant(**kw)
+
+
+def save_npz(plant: LinearPlant, path: str) -> str:
+    """Write a linear plant to `path` (`.npz`: A, B, C, D, dt, Q, R, x0_std, u_max, names); set and return its spec.
+
+    The spec is `path` (plus `?horizon=N` when the horizon is not the default 200), so `plants.load(spec)`
+    rebuilds the same plant.
+    """
+    from .options import make_spec
+
+    if not isinstance(plant, LinearPlant):
+        raise TypeError(f"save_npz needs a LinearPlant, got {type(plant).__name__}")
+    if not str(path).endswith(".npz"):
+        raise PlantSpecError(f"the file name must end in .npz, got {path!r}")
+    lo, hi = plant.u_low, plant.u_high
+    if (lo is None) != (hi is None) or (hi is not None and not np.array_equal(lo, -hi)):
+        raise PlantSpecError("only symmetric actuator limits (u_low = -u_high) can be written as u_max")
+    arrays = dict(A=plant.A, B=plant.B, C=plant.C, D=plant.D, dt=np.float64(plant.dt), Q=plant.Q, R=plant.R,
+                  x0_std=np.asarray(plant.init_train.scale, float), state_names=np.array(plant.state_names),
+                  state_units=np.array(plant.state_units), input_names=np.array(plant.input_names))
+    if hi is not None:
+        arrays["u_max"] = hi
+    np.savez(path, **arrays)
+    plant.spec = make_spec(str(path), {} if plant.horizon == 200 else {"horizon": plant.horizon})
+    return plant.spec

@@ -68,6 +68,7 @@ def load(spec: str | Plant, **overrides: Any) -> Plant:
     if not isinstance(spec, str) or not spec.strip():
         raise PlantSpecError(f"a plant spec must be a non-empty string, got {spec!r}; valid: {_valid_forms()}")
     base, _, query = spec.strip().partition("?")
+    base = base.strip()
     options = parse_query(query)
     options.update({k: format_value(v) for k, v in overrides.items()})
     if base in BUILTIN_ODE:

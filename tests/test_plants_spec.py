@@ -88,6 +88,22 @@ def test_npz_continuous_is_discretised_by_zoh(tmp_path):
     assert p.u_high.tolist() == [1.5] and p.R.tolist() == [[2.0]] and plants.load(p.spec).dt == 0.1
 
 
+def test_save_npz_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    p = plants.LinearPlant(rng.normal(size=(3, 3)), rng.normal(size=(3, 2)), dt=0.05, Q=np.diag([1.0, 2, 3]),
+                           R=np.eye(2) * 0.5, x0_std=[0.1, 0.2, 0.3], u_max=[1.0, 2.0], horizon=50)
+    assert p.spec == ""
+    spec = plants.save_npz(p, str(tmp_path / "lin.npz"))
+    assert spec == str(tmp_path / "lin.npz") + "?horizon=50" and p.spec == spec
+    q = plants.load(spec)
+    for key in ("A", "B", "C", "D", "Q", "R", "u_high", "u_low"):
+        np.testing.assert_array_equal(getattr(q, key), getattr(p, key))
+    assert (q.dt, q.horizon, q.state_names) == (p.dt, p.horizon, p.state_names)
+    np.testing.assert_array_equal(q.init_train.scale, p.init_train.scale)
+    with pytest.raises(PlantSpecError, match="must end in .npz"):
+        plants.save_npz(p, str(tmp_path / "lin.mat"))
+
+
 def test_npz_discrete_and_output_matrices(tmp_path):
     path = _npz(tmp_path, A=np.eye(2), B=[[0.0], [1.0]], C=[[1.0, 0.0]], D=[[0.0]], dt=0.1,
                 state_names=np.array(["pos", "vel"]))
@@ -158,6 +174,7 @@ BAD = [
     ("nofile.py:f", r"plant file 'nofile.py' not found"),
     ("plants:", r"is not of the form 'package.module:function'"),
     ("", r"a plant spec must be a non-empty string"),
+    (" cartpole ?m=0.1&m=0.2", r"option 'm' is given twice"),
 ]
 
 
