@@ -261,3 +261,21 @@ def test_budget_anchor_is_at_least_as_good_as_the_layerwise_rescaling(layer):
         assert torch.allclose(c(x), y0, rtol=0, atol=1e-10)
     if layer == "spectral":
         assert res.anchor == "layer"
+
+
+def test_bias_free_controller_counts_only_its_weights():
+    torch.manual_seed(0)
+    c = Controller(3, 2, (6, 5), layer="plain", bias=False).double()
+    with torch.no_grad():
+        for lin in c.layers:
+            lin.raw_weight.mul_(torch.exp(torch.randn(lin.raw_weight.shape[0], 1, dtype=torch.float64)))
+    ws = [(lin.raw_weight.detach().numpy().copy(), None) for lin in c.layers]
+    g = [(gw, np.zeros_like(gb)) for gw, gb in path_magnitude_diag(ws)]
+    x = torch.randn(32, 3, dtype=torch.float64)
+    with torch.no_grad():
+        y0 = c(x)
+    res = rescale(c, tol=1e-9, max_sweeps=1000)
+    assert res.criterion_before == pytest.approx(rescaling_criterion(g), rel=1e-12)
+    with torch.no_grad():
+        assert torch.allclose(c(x), y0, rtol=0, atol=1e-10)
+    assert all(lin.bias is None for lin in c.layers)

@@ -387,6 +387,8 @@ def rescale(model, reference="identity", tol: float = 1e-2, max_sweeps: int = 10
         g = fisher_diag(ws, zin.numpy())
     if reg:
         g = [(gw + reg, gb + reg) for gw, gb in g]
+    # A layer without bias has no bias parameters: they carry no kernel entry (g = 0 is left out of F).
+    g = [(gw, gb if lin.bias is not None else np.zeros_like(gb)) for (gw, gb), lin in zip(g, model.layers, strict=True)]
     ref = _reference_diag(reference, ws)
     if ref is not None:
         g = [(gw / dw, gb / db) for (gw, gb), (dw, db) in zip(g, ref, strict=True)]
