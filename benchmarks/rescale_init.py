@@ -66,7 +66,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 seeds and 4 scales (CI smoke run)")
     ap.add_argument("--seeds", type=int, default=6)
+    ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from the last JSON")
     args = ap.parse_args()
+    if args.plot_only:
+        plot(json.loads((RESULTS / "rescale_init.json").read_text())["rows"], RESULTS / "rescale_init.png")
+        return 0
     seeds = range(2 if args.quick else args.seeds)
     scales = [0.5, 1.0, 4.0, 16.0] if args.quick else SCALES
     rows = []
@@ -114,7 +118,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_xlabel("initialisation scale σ (weights ~ N(0, σ²/fan_in))")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.4)
-    axes[2].set_yscale("symlog", linthresh=0.01)
+    axes[2].set_yscale("log")
     axes[0].legend(fontsize=8)
     fig.suptitle("Path-conditioned rescaling at random initialisation: architecture × scale "
                  "(medians over seeds)")

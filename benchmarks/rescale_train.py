@@ -121,16 +121,18 @@ def main() -> int:
     ap.add_argument("--target", type=float, default=1.05, help="cost ratio to the LQR optimum to reach")
     ap.add_argument("--hidden", default="32,32")
     ap.add_argument("--init", choices=["lipnet", "torch"], default="torch")
-    ap.add_argument("--optimizers", default="adam:1e-3,sgd:1e-2,agd",
+    ap.add_argument("--optimizers", default="adam:3e-3,sgd:1e-2,agd",
                     help="comma list of name[:lr] (lr only for adam/sgd/manifold-adam)")
     ap.add_argument("--plants", default="double-integrator,unstable-4")
     ap.add_argument("--rescale-every", type=int, default=0, help="also run an arm re-rescaling every K steps")
+    ap.add_argument("--horizon", type=int, default=40)
+    ap.add_argument("--batch", type=int, default=128)
     args = ap.parse_args()
     plants_ = ["double-integrator"] if args.quick else args.plants.split(",")
     seeds = range(2 if args.quick else args.seeds)
     steps = 300 if args.quick else args.steps
     hidden = tuple(int(h) for h in args.hidden.split(","))
-    horizon, batch = 40, 128
+    horizon, batch = args.horizon, args.batch
     torch.set_num_threads(1)
     arms = []
     for spec in args.optimizers.split(","):
