@@ -1,4 +1,4 @@
-"""Linearisation at the equilibrium (torch.func.jacrev) and the discrete LQR baseline (control.dlqr)."""
+"""Linearisation at the equilibrium (exact reverse mode, or torch.func.jacrev) and the discrete LQR baseline."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def _jacobians(plant: Plant, x0: torch.Tensor, u0: torch.Tensor, method: str) ->
     # gives every row of both Jacobians (batch rows are independent). Exact like jacrev, but without
     # jacrev's first-call import of torch._dynamo (5-12 s on a loaded CPU), which every CLI command would pay.
     n = plant.n_x
-    with torch.enable_grad():
+    with torch.inference_mode(False), torch.enable_grad():
+        x0, u0 = x0.clone(), u0.clone()
         xb = x0.expand(n, -1).clone().requires_grad_()
         ub = u0.expand(n, -1).clone().requires_grad_()
         y = plant.step(xb, ub)
@@ -45,8 +46,9 @@ def linearize(plant: Plant, x=None, u=None, method: str = "batched"):
     """
     import control
 
-    x0 = torch.as_tensor(plant.x_eq if x is None else x, dtype=torch.float64).reshape(plant.n_x)
-    u0 = torch.as_tensor(plant.u_eq if u is None else u, dtype=torch.float64).reshape(plant.n_u)
+    with torch.inference_mode(False):
+        x0 = torch.as_tensor(plant.x_eq if x is None else x, dtype=torch.float64).reshape(plant.n_x).clone()
+        u0 = torch.as_tensor(plant.u_eq if u is None else u, dtype=torch.float64).reshape(plant.n_u).clone()
     A, B = _jacobians(plant, x0, u0, method)
     return control.ss(A, B, np.eye(plant.n_x), np.zeros((plant.n_x, plant.n_u)), plant.dt)
 

@@ -135,7 +135,7 @@ def _import_target(target: str):
         raise PlantSpecError(f"cannot import module {target!r}: {e}") from e
 
 
-def _function_kwargs(fn, name: str, options: dict[str, str], plant_keys) -> tuple[dict, dict]:
+def _function_kwargs(fn, options: dict[str, str], plant_keys) -> tuple[dict, dict]:
     """Split options into the function's keyword arguments (parsed) and the remaining plant options."""
     try:
         params = inspect.signature(fn).parameters
@@ -159,7 +159,7 @@ def _load_function(base: str, options: dict[str, str]) -> Plant:
         found = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_"))
         raise PlantSpecError(f"{target!r} has no function {fname!r}; callables found: {', '.join(found) or 'none'}")
     plant_keys = set(LINEAR_OPTIONS) | set(COMMON_OPTIONS)
-    fn_kw, rest = _function_kwargs(fn, fname, options, plant_keys)
+    fn_kw, rest = _function_kwargs(fn, options, plant_keys)
     try:
         result = fn(**fn_kw)
     except Exception as e:  # the user's function: report it as a spec problem

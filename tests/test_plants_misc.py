@@ -40,6 +40,7 @@ def test_caches_survive_inference_mode_then_autograd():
     L = plants.lqr(p)
     with torch.inference_mode():
         plants.rollout(p, L.policy, p.sample_initial(4), horizon=3)
+        np.testing.assert_allclose(plants.lqr(p).K, L.K)  # linearising inside inference mode works too
     x0 = p.sample_initial(4).requires_grad_()
     cost = plants.rollout(p, L.policy, x0, horizon=3, terminal="lqr").cost.sum()
     (g,) = torch.autograd.grad(cost, x0)
