@@ -125,6 +125,8 @@ class ODEPlant(Plant):
 
         Optional: the first call per shape/dtype compiles (tens of seconds on a loaded CPU), and any
         compilation error falls back to the eager step with a warning. `compile_kwargs` go to `torch.compile`.
+        The compiled step is differentiable once only (AOTAutograd has no double backward): keep the eager
+        step for optimisers that take Hessian-vector products through the rollout (`sphere-newton`).
         Returns the plant itself.
         """
         compile_kwargs.setdefault("fullgraph", True)

@@ -267,3 +267,22 @@ def test_rollout_no_grad_and_horizon_default():
         plants.rollout(plant, lambda x: x, x0, horizon=2)
     with pytest.raises(ValueError, match="terminal must be None, a matrix P or 'lqr'"):
         plants.rollout(plant, L.policy, x0, horizon=2, terminal="bad")
+
+
+def test_rollout_is_twice_differentiable():
+    """Hessian-vector products through a rollout (second-order optimisers) match differences of gradients."""
+    plant = plants.load("cartpole")
+    gen = torch.Generator().manual_seed(7)
+    x0 = plant.sample_initial(3, generator=gen, dtype=torch.float64)
+    w = (0.3 * torch.randn(4, 5, generator=gen, dtype=torch.float64)).requires_grad_()
+    d = torch.randn(4, 5, generator=gen, dtype=torch.float64)
+
+    def grad_at(weights, create_graph=False):
+        cost = plants.rollout(plant, lambda x: torch.tanh(x @ weights).sum(1, keepdim=True), x0, horizon=8).cost
+        return torch.autograd.grad(cost.sum(), weights, create_graph=create_graph)[0]
+
+    (hvp,) = torch.autograd.grad((grad_at(w, create_graph=True) * d).sum(), w)
+    eps = 1e-6
+    plus, minus = (w.detach() + eps * d).requires_grad_(), (w.detach() - eps * d).requires_grad_()
+    fd = (grad_at(plus) - grad_at(minus)) / (2 * eps)
+    torch.testing.assert_close(hvp, fd, rtol=1e-5, atol=1e-6)
