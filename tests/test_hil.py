@@ -195,6 +195,23 @@ def test_agent_answers_with_the_model(agent, model):
         assert wire.decode_json(stats, len(stats))["answered"] >= 5
 
 
+def test_gpu_provider_passes_through_to_the_runtime(model):
+    import onnxruntime as ort
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ag = DeviceAgent(model, ("127.0.0.1", 0), provider="cuda")
+    try:
+        info = ag.info()
+        assert info["requested_provider"] == "cuda"
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            assert info["provider"] == "cpu" and "cuda" in info["fallback_reason"]
+        else:
+            assert info["provider"] == "cuda" and info["fallback_reason"] is None
+    finally:
+        ag.close()
+
+
 def test_agent_rejects_missing_model(tmp_path, capsys):
     from hil.device import main
 
