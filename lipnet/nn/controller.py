@@ -106,21 +106,23 @@ class Controller(nn.Module):
         """Actuator saturation (1-Lipschitz per channel)."""
         if not self.has_limits or self.saturation == "none":
             return v
+        lo, hi = self.u_low.to(v.dtype), self.u_high.to(v.dtype)
         if self.saturation == "clip":
-            return torch.clamp(v, self.u_low, self.u_high)
-        lo, hi = self.u_low, self.u_high
+            return torch.clamp(v, lo, hi)
         finite = torch.isfinite(lo) & torch.isfinite(hi)
         # Smooth saturation around the centre of a two-sided range; one-sided limits are clipped.
         centre = torch.where(finite, (lo + hi) / 2, torch.zeros_like(lo))
         half = torch.where(finite, (hi - lo) / 2, torch.ones_like(lo))
         smooth = centre + half * torch.tanh((v - centre) / half)
+        if bool(finite.all()):
+            return smooth
         return torch.where(finite, smooth, torch.clamp(v, lo, hi))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.n_x:
             raise LipnetDimension(f"controller expects states of dimension {self.n_x}, got shape {tuple(x.shape)}")
         z = (x - self.state_offset.to(x.dtype)) / self.state_scale.to(x.dtype)
-        v = self.action_offset.to(x.dtype) + self.action_scale.to(x.dtype) * self.network(z)
+        v = torch.addcmul(self.action_offset.to(x.dtype), self.action_scale.to(x.dtype), self.network(z))
         return self.saturate(v)
 
     # --- bounds and views ----------------------------------------------------------------------------
