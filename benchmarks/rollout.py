@@ -106,14 +106,19 @@ def main(argv=None) -> int:
             times[name].append(_time(fn, policy, x0, args.horizon))
 
     steps = args.batch * args.horizon
-    rows = {k: {"median_s": statistics.median(v), "steps_per_s": steps / statistics.median(v), "all_s": v}
+    base_times = times["obvious loop"]
+    # Paired ratio: each repeat times every variant back to back, so the median of per-repeat ratios is less
+    # sensitive to load drift on a shared machine than the ratio of medians.
+    rows = {k: {"median_s": statistics.median(v), "steps_per_s": steps / statistics.median(v), "all_s": v,
+                "paired_speedup": statistics.median(b / t for b, t in zip(base_times, v, strict=True))}
             for k, v in times.items()}
     base = rows["obvious loop"]["median_s"]
     print(f"cart-pole rollout fwd+bwd, batch {args.batch}, horizon {args.horizon}, 2x64 ReLU MLP, "
           f"{args.threads} threads, median of {args.repeats}")
-    print(f"{'variant':<32}{'median s':>10}{'M steps/s':>12}{'speed-up':>10}")
+    print(f"{'variant':<32}{'median s':>10}{'M steps/s':>12}{'speed-up':>10}{'paired':>9}")
     for k, r in rows.items():
-        print(f"{k:<32}{r['median_s']:>10.3f}{r['steps_per_s'] / 1e6:>12.3f}{base / r['median_s']:>9.2f}x")
+        print(f"{k:<32}{r['median_s']:>10.3f}{r['steps_per_s'] / 1e6:>12.3f}{base / r['median_s']:>9.2f}x"
+              f"{r['paired_speedup']:>8.2f}x")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump({"batch": args.batch, "horizon": args.horizon, "threads": args.threads, "repeats": args.repeats,
