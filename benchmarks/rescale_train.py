@@ -125,6 +125,7 @@ def main() -> int:
                     help="comma list of name[:lr] (lr only for adam/sgd/manifold-adam)")
     ap.add_argument("--plants", default="double-integrator,unstable-4")
     ap.add_argument("--rescale-every", type=int, default=0, help="also run an arm re-rescaling every K steps")
+    ap.add_argument("--out", default=str(RESULTS / "rescale_train.json"))
     ap.add_argument("--horizon", type=int, default=40)
     ap.add_argument("--batch", type=int, default=128)
     args = ap.parse_args()
@@ -165,12 +166,13 @@ def main() -> int:
                 per_seed.append(rec)
             rows.append(summarise(pname, opt_name, lr, per_seed, variants, steps))
             print_row(rows[-1])
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "rescale_train.json").write_text(json.dumps(
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(
         {"benchmark": "rescale_train", "torch": torch.__version__, "quick": args.quick, "target": args.target,
          "hidden": hidden, "init": args.init, "horizon": horizon, "batch": batch, "step_budget": steps,
          "rows": rows}, indent=2))
-    print(f"wrote {RESULTS / 'rescale_train.json'}")
+    print(f"wrote {path}")
     return 0
 
 
