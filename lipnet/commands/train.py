@@ -78,7 +78,7 @@ def run(args) -> int:
         print("lipnet train: no --plant given; using the default plant 'cartpole'")
     result = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     plant = plants.load(result.summary["plant"])
-    report = write_report(result, plant, plants.lqr(plant), cfg.train.horizon or plant.horizon)
+    report = write_report(result, plant, plants.lqr(plant), plant.horizon)
     ev = result.summary["evaluation"]
     if args.json:
         print(json.dumps(result.summary | {"report": str(report)}, indent=2, default=float))

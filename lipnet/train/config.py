@@ -44,9 +44,10 @@ class TrainConfig:
     warmup: int = 50  # first steps imitate the (saturated) LQR expert: a stabilising start for the rollout cost
     optimizer: str = "agd"
     lr: float = 0.0  # 0: the optimiser's default (only adam / sgd / manifold-adam take one)
-    steps: int = 300
-    batch: int = 256
-    horizon: int = 0  # 0: the plant's default horizon
+    steps: int = 200
+    batch: int = 128
+    horizon: int = 0  # 0: the plant's default horizon, at most 100 steps (the LQR terminal cost covers the tail)
+    initial_states: str = "mix"  # "train": the plant's training distribution; "mix": half from the harder eval one
     terminal: str = "lqr"  # terminal cost of the rollout: "lqr" (P of the linearised plant) or "none"
     eval_batch: int = 512
     eval_every: int = 25

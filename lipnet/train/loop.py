@@ -25,7 +25,7 @@ from lipnet.train.losses import make_objective
 from lipnet.train.normalise import build_controller, plan_controller
 from lipnet.train.rundir import CONFIG, METRICS, TRAIN_STATE, atomic_write_text, prepare_run_dir
 
-__all__ = ["train", "TrainResult", "evaluate"]
+__all__ = ["train", "TrainResult", "evaluate", "Evaluator"]
 
 METRIC_FIELDS = ["step", "objective", "loss", "eval_cost_ratio", "eval_success", "seconds", "skipped", "info"]
 
@@ -47,27 +47,43 @@ def _dtype(name: str) -> torch.dtype:
         raise ValueError(f"dtype must be float32 or float64, got {name!r}") from None
 
 
-@torch.no_grad()
+class Evaluator:
+    """Closed-loop cost on fixed held-back initial states vs the LQR optimum and the (saturated) LQR policy.
+
+    The LQR side is computed once: it does not change during training.
+    """
+
+    def __init__(self, plant, lqr, x0: torch.Tensor, horizon: int, terminal: str = "lqr"):
+        self.plant, self.x0, self.horizon = plant, x0, horizon
+        self.terminal = lqr.P if terminal == "lqr" else None
+        with torch.no_grad():
+            self.optimum = lqr.cost(x0)
+            self.lqr_policy_cost = plants.rollout(plant, lqr.policy, x0, horizon=horizon, terminal=self.terminal).cost
+        scale = np.abs(np.asarray(plant.init_eval.scale, dtype=float))
+        self.scale = torch.as_tensor(scale, dtype=x0.dtype).clamp_min(1e-9)
+
+    @torch.no_grad()
+    def __call__(self, controller) -> dict:
+        roll = plants.rollout(self.plant, controller, self.x0, horizon=self.horizon, terminal=self.terminal)
+        dev = (roll.states[-1] - torch.as_tensor(self.plant.x_eq, dtype=self.x0.dtype)) / self.scale
+        success = torch.isfinite(roll.cost) & (dev.norm(dim=-1) < 0.05)
+        cost = roll.cost
+        finite = torch.isfinite(cost)
+        return {
+            "cost": float(cost[finite].mean()) if finite.any() else math.inf,
+            "cost_ratio_to_lqr_optimum": float(cost.mean() / self.optimum.mean()),
+            "cost_ratio_to_lqr_policy": float(cost.mean() / self.lqr_policy_cost.mean()),
+            "lqr_optimum": float(self.optimum.mean()),
+            "lqr_policy_cost": float(self.lqr_policy_cost.mean()),
+            "success_rate": float(success.double().mean()),
+            "n_initial_states": int(self.x0.shape[0]),
+            "horizon": int(self.horizon),
+        }
+
+
 def evaluate(plant, controller, lqr, x0: torch.Tensor, horizon: int, terminal: str = "lqr") -> dict:
     """Closed-loop cost of the controller vs the LQR optimum and the (clipped) LQR policy on the same x0."""
-    term = lqr.P if terminal == "lqr" else None
-    nn_roll = plants.rollout(plant, controller, x0, horizon=horizon, terminal=term)
-    lqr_roll = plants.rollout(plant, lqr.policy, x0, horizon=horizon, terminal=term)
-    optimum = lqr.cost(x0)
-    scale = torch.as_tensor(np.asarray(plant.init_eval.scale, dtype=float), dtype=x0.dtype).abs().clamp_min(1e-9)
-    dev = (nn_roll.states[-1] - torch.as_tensor(plant.x_eq, dtype=x0.dtype)) / scale
-    success = torch.isfinite(nn_roll.cost) & (dev.norm(dim=-1) < 0.05)
-    cost = nn_roll.cost
-    finite = torch.isfinite(cost)
-    return {
-        "cost": float(cost[finite].mean()) if finite.any() else math.inf,
-        "cost_ratio_to_lqr_optimum": float(cost.mean() / optimum.mean()),
-        "cost_ratio_to_lqr_policy": float(cost.mean() / lqr_roll.cost.mean()),
-        "lqr_optimum": float(optimum.mean()),
-        "lqr_policy_cost": float(lqr_roll.cost.mean()),
-        "success_rate": float(success.double().mean()),
-        "n_initial_states": int(x0.shape[0]),
-    }
+    return Evaluator(plant, lqr, x0, horizon, terminal)(controller)
 
 
 def _finite_params(module: torch.nn.Module) -> bool:
@@ -113,7 +129,9 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
                                   f"{name} = {getattr(plant, name)}; fix [controller] {name} or the plant spec")
     lqr = plants.lqr(plant)
     tc, cc = cfg.train, cfg.controller
-    horizon = tc.horizon or plant.horizon
+    # Training rollouts are truncated (the LQR terminal cost stands in for the tail); evaluation runs the
+    # plant's full horizon.
+    horizon = tc.horizon or min(plant.horizon, 100)
     gen = torch.Generator().manual_seed(cfg.seed)
     plan = plan_controller(plant, lqr, lipschitz=cc.lipschitz, factor=cc.lipschitz_factor, generator=gen)
     controller = build_controller(plant, plan, cc.hidden, cc.activation, cc.layer, cc.saturation, generator=gen)
@@ -131,6 +149,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
     warmup = make_objective("imitation", plant, lqr, horizon) if tc.warmup else None
     x_eval = plant.sample_initial(tc.eval_batch, "eval", generator=torch.Generator().manual_seed(cfg.seed + 1),
                                   dtype=dtype)
+    evaluator = Evaluator(plant, lqr, x_eval, plant.horizon, tc.terminal)
     rows: list[dict] = []
     start = 0
     if state is not None:
@@ -148,7 +167,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
     t0 = time.perf_counter() - (rows[-1]["seconds"] if rows else 0.0)
     steps_this_call = 0
     for step in bar:
-        x0 = plant.sample_initial(tc.batch, "train", generator=gen, dtype=dtype)
+        x0 = _sample_training_states(plant, tc, gen, dtype)
         snapshot = (copy.deepcopy(controller.state_dict()), copy.deepcopy(opt.state_dict()))
 
         phase = warmup if step < tc.warmup else objective
@@ -168,7 +187,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
                "seconds": round(time.perf_counter() - t0, 3), "skipped": skipped,
                "info": _info_string(getattr(opt, "last_info", None))}
         if (step + 1) % tc.eval_every == 0 or step + 1 == tc.steps:
-            ev = evaluate(plant, controller, lqr, x_eval, horizon, tc.terminal)
+            ev = evaluator(controller)
             row["eval_cost_ratio"], row["eval_success"] = ev["cost_ratio_to_lqr_optimum"], ev["success_rate"]
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{loss_value:.4g}", eval=f"{ev['cost_ratio_to_lqr_optimum']:.4g}")
@@ -182,8 +201,19 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
     final_step = rows[-1]["step"] if rows else 0
     summary = {}
     if final_step >= tc.steps:
-        summary = _summarise(plant, controller, lqr, x_eval, horizon, tc, plan, rows, rescale_info)
+        summary = _summarise(plant, controller, evaluator, tc, plan, rows, rescale_info)
     return TrainResult(controller=controller, run_dir=run_dir, metrics=rows, summary=summary)
+
+
+def _sample_training_states(plant, tc, gen, dtype) -> torch.Tensor:
+    """A batch of initial states: the training distribution, or half of it from the harder evaluation one."""
+    if tc.initial_states == "train":
+        return plant.sample_initial(tc.batch, "train", generator=gen, dtype=dtype)
+    if tc.initial_states == "mix":
+        half = tc.batch // 2
+        return torch.cat([plant.sample_initial(tc.batch - half, "train", generator=gen, dtype=dtype),
+                          plant.sample_initial(half, "eval", generator=gen, dtype=dtype)])
+    raise ValueError(f"initial_states must be 'train' or 'mix', got {tc.initial_states!r}")
 
 
 def _optimizer_step(opt, objective, controller, x0):
@@ -232,8 +262,8 @@ def _checkpoint(run_dir, cfg, controller, opt, gen, rows, step, plant, plan) -> 
     _write_metrics(run_dir, rows)
 
 
-def _summarise(plant, controller, lqr, x_eval, horizon, tc, plan, rows, rescale_info) -> dict:
-    ev = evaluate(plant, controller, lqr, x_eval, horizon, tc.terminal)
+def _summarise(plant, controller, evaluator, tc, plan, rows, rescale_info) -> dict:
+    ev = evaluator(controller)
     return {"plant": plant.spec, "steps": rows[-1]["step"], "seconds": rows[-1]["seconds"],
             "optimizer": tc.optimizer, "objective": tc.objective, "evaluation": ev,
             "lipschitz_bound_by_construction": controller.lipschitz_bound(),
