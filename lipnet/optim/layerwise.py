@@ -28,11 +28,6 @@ class LayerInfo:
     fan_in: int
     fan_out: int
 
-    @property
-    def rank_bound(self) -> int:
-        """min(fan_in, fan_out): a Frobenius-unit orthogonal V has ‖V‖₂ = 1/sqrt(rank_bound)."""
-        return min(self.fan_in, self.fan_out)
-
 
 def layers_of(model: torch.nn.Module, optimizer: str) -> list[LayerInfo]:
     """The model's `LipschitzLinear` layers in forward order (`model.layers` when present, else module order).
