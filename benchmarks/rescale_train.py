@@ -7,7 +7,8 @@ optimum `x0ᵀPx0` and every policy has `J ≥ x0ᵀPx0`). The loss is the cost 
 `mean J / mean x0ᵀPx0` on a fixed batch of initial states (full-batch, deterministic). For every seed the
 same initial controller is trained twice (paired), once as is and once after `rescale(controller)`
 (and optionally with a rescaling sweep every K steps, rebuilding the optimiser after each, as the
-authors do); we count the steps until the ratio falls below the target.
+authors do, plus the control arm `reset-every` that rebuilds the optimiser every K steps without
+rescaling, to separate the two effects); we count the steps until the ratio falls below the target.
 
 Arms: Adam and SGD at fixed learning rates, and the automatic optimisers named with --optimizers
 (e.g. `agd`), all through `lipnet.optim.make_optimizer`. Reported per arm: reached/seeds, median steps,
@@ -68,7 +69,7 @@ def rollout_ratio(ctrl, plant: dict, x0: torch.Tensor, horizon: int) -> torch.Te
     return cost.mean() / ((x0 @ t["P"]) * x0).sum(-1).mean()
 
 
-def train_arm(ctrl, plant, x0, horizon, opt_name, lr, steps, target, rescale_every=0) -> dict:
+def train_arm(ctrl, plant, x0, horizon, opt_name, lr, steps, target, rescale_every=0, reset_only=False) -> dict:
     """Train in place until the ratio reaches `target` or `steps` run out; returns steps and final ratio."""
     def build():
         return make_optimizer(opt_name, ctrl, lr=lr)
@@ -92,7 +93,8 @@ def train_arm(ctrl, plant, x0, horizon, opt_name, lr, steps, target, rescale_eve
         if ratio <= target:
             return {"steps": step, "final_ratio": ratio, "diverged": False}
         if rescale_every and step % rescale_every == 0:
-            rescale(ctrl, max_sweeps=1)
+            if not reset_only:  # reset_only: the control arm, to separate the optimiser reset from the rescaling
+                rescale(ctrl, max_sweeps=1)
             opt = build()  # the moments refer to the old coordinates
     with torch.no_grad():
         ratio = float(rollout_ratio(ctrl, plant, x0, horizon))
@@ -139,7 +141,7 @@ def main() -> int:
     for spec in args.optimizers.split(","):
         name, _, lr = spec.partition(":")
         arms.append((name, float(lr) if lr else None))
-    variants = ["none", "path"] + (["path-every"] if args.rescale_every else [])
+    variants = ["none", "path"] + (["path-every", "reset-every"] if args.rescale_every else [])
     rows = []
     for pname in plants_:
         plant = make_plant(pname)
@@ -153,11 +155,12 @@ def main() -> int:
                 for v in variants:
                     ctrl = copy.deepcopy(base)
                     info = None
-                    if v != "none":
+                    if v not in ("none", "reset-every"):
                         info = rescale(ctrl)
                     t0 = time.perf_counter()
                     out = train_arm(ctrl, plant, x0, horizon, opt_name, lr, steps, args.target,
-                                    rescale_every=args.rescale_every if v == "path-every" else 0)
+                                    rescale_every=args.rescale_every if v.endswith("-every") else 0,
+                                    reset_only=v == "reset-every")
                     out["seconds"] = time.perf_counter() - t0
                     if info is not None:
                         out["rescale_sweeps"] = info.iterations

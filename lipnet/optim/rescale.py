@@ -38,7 +38,10 @@ How it composes with the layer kinds (the function is preserved exactly in every
 
 The controller's input/output scalings and the output biases are never rescaled (inputs and outputs
 are not neurons). After a rescaling in the middle of training the optimiser's state (Adam moments,
-momentum) refers to the old coordinates: rebuild the optimiser, as the authors do.
+momentum) refers to the old coordinates: rebuild the optimiser, as the authors do. Optimisers whose
+step is tied to a nominal layer norm (AGD's `s_l = g·sqrt(out/in)`) take different *relative* steps on
+rescaled layers: on the toy closed loop of `benchmarks/rescale_train.py` AGD diverged after the
+rescaling on the unstable plant in 2 of 3 seeds (it did not without it), so do not combine them blindly.
 """
 
 from __future__ import annotations
