@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from lipnet import __version__
@@ -67,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except LipnetError as exc:
+    except (LipnetError, ValueError, TypeError, OSError) as exc:
+        # Bad input (a plant spec, an option, a file) gets its message, not a traceback; LIPNET_DEBUG=1 shows it.
+        if os.environ.get("LIPNET_DEBUG"):
+            raise
         print(f"lipnet {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

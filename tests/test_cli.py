@@ -22,3 +22,9 @@ def test_every_command_has_help_with_example(capsys):
 
 def test_no_command_exits_nonzero():
     assert main([]) == 2
+
+
+def test_bad_plant_spec_is_a_clean_error(tmp_path, capsys):
+    assert main(["train", "--plant", "no_such_plant", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no_such_plant" in err and "Traceback" not in err

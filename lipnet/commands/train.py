@@ -84,7 +84,7 @@ def run(args) -> int:
         print(json.dumps(result.summary | {"report": str(report)}, indent=2, default=float))
     else:
         print(f"closed-loop cost / LQR optimum: {ev['cost_ratio_to_lqr_optimum']:.4f}; "
-              f"stabilised {ev['success_rate']:.0%} of {ev['n_initial_states']} evaluation states; "
+              f"stabilised {ev['success_rate']:.1%} of {ev['n_initial_states']} evaluation states; "
               f"Lipschitz bound {result.summary['lipschitz_bound_by_construction']:.4g}")
         print(f"report: {report}")
     return 0

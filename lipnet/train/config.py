@@ -29,7 +29,7 @@ class ControllerConfig:
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = "tanh"
     layer: str = "frobenius"
-    saturation: str = "tanh"
+    saturation: str = "clip"  # full actuator authority, like the saturated LQR it is compared with
     lipschitz: float = 0.0  # 0: derived from the plant (lipschitz_factor × LQR gain in the scaled coordinates)
     lipschitz_factor: float = 4.0
     n_x: int = 0  # 0: from the plant; otherwise checked against it
