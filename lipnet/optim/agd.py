@@ -31,6 +31,16 @@ No learning rate. This module adds two documented adaptations:
     Exp is taken at the normalised base point `V/‖V‖_F` (the point the layer computes with), so float32
     rounding does not accumulate into drift off the sphere; see `lipnet.optim.sphere` for the measured drift.
 
+(c) **Loss curvature** (`adaptive=True`, what `from_model` and `lipnet train --optimizer agd` use). AGD's majoriser
+    `−ηG + ½(e^η − 1)²` assumes a loss of unit curvature in an output of unit scale. A controller's loss is
+    not: its output is scaled by the layer gains Π g_l (the Lipschitz budget) and its curvature comes through
+    the plant. Measured on `lipnet train --plant double_integrator` with the published rule: η = 0.76 on
+    the first step, then the loss rose from 1.0 to 963 in three steps and never recovered. The majoriser
+    with curvature κ, `−ηG + ½κ(e^η − 1)²`, is minimised at `η = log((1 + sqrt(1 + 4G/κ)) / 2)`; κ starts at
+    1 (the published step) and is learnt as the majorisation-minimisation argument requires: a step that
+    increases the loss on the step's batch is undone and retried with κ × 4 (up to 8 times), an accepted step
+    relaxes κ by a factor 0.9. Nothing to tune; the cost is one more loss evaluation per step.
+
 A layer whose gradient is exactly zero does not move (the reference would divide by zero). A non-finite loss
 or gradient skips the step and says so in `last_info["skipped"]`.
 """
@@ -59,7 +69,7 @@ class AGD(torch.optim.Optimizer):
 
     wants_loss_closure = False
 
-    def __init__(self, model: torch.nn.Module, gain: float = 1.0):
+    def __init__(self, model: torch.nn.Module, gain: float = 1.0, adaptive: bool = False):
         if not math.isfinite(gain) or gain <= 0:
             raise ValueError(f"gain must be a positive number, got {gain}")
         self.layers: list[LayerInfo] = layers_of(model, "agd")
@@ -67,13 +77,15 @@ class AGD(torch.optim.Optimizer):
         self.gain = float(gain)
         self._sphere = Sphere()
         params = [p for info in self.layers for p in (info.weight, info.bias) if p is not None]
-        super().__init__(params, defaults=dict(gain=self.gain))
+        super().__init__(params, defaults=dict(gain=self.gain, kappa=1.0))
+        self.adaptive = bool(adaptive)
         self.last_info: dict = {}
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, **options) -> AGD:
-        """Build over the model's linear layers (options: `gain`)."""
-        check_options("agd", options, ("gain",))
+        """Build over the model's linear layers (options: `gain`, `adaptive` (default True: learn κ))."""
+        check_options("agd", options, ("gain", "adaptive"))
+        options.setdefault("adaptive", True)
         return cls(model, **options)
 
     def scale(self, info: LayerInfo) -> float:
@@ -106,8 +118,42 @@ class AGD(torch.optim.Optimizer):
             tangent.append((gw, gb))
             norms.append(float(sq.sqrt()))
         summary = sum(self.scale(i) * n for i, n in zip(self.layers, norms, strict=True)) / self.depth
-        eta = math.log(0.5 * (1.0 + math.sqrt(1.0 + 4.0 * summary)))
+        group = self.param_groups[0]
+        if not (self.adaptive and closure is not None):
+            eta = self._eta(summary, 1.0)
+            capped = self._apply(tangent, norms, eta)
+            retries = 0
+        else:
+            saved = [p.detach().clone() for p in self._params()]
+            base_loss = float(loss.detach())
+            for retries in range(9):  # noqa: B007 - the count is reported
+                eta = self._eta(summary, group["kappa"])
+                capped = self._apply(tangent, norms, eta)
+                with torch.enable_grad():
+                    new_loss = float(closure().detach())
+                if math.isfinite(new_loss) and new_loss <= base_loss:
+                    group["kappa"] = max(1.0, 0.9 * group["kappa"])
+                    break
+                for p, v in zip(self._params(), saved, strict=True):
+                    p.copy_(v)
+                group["kappa"] *= 4.0
+            else:
+                eta, capped = 0.0, 0  # no decrease found: the parameters stay where they were
+        summary_info = {"kappa": group["kappa"], "retries": retries} if self.adaptive else {}
+        self.last_info = {"eta": eta, "summary": summary, "loss": None if loss is None else float(loss.detach()),
+                          "capped_layers": capped, "skipped": None} | summary_info
+        return loss
 
+    def _params(self):
+        return [p for info in self.layers for p in (info.weight, info.bias) if p is not None]
+
+    @staticmethod
+    def _eta(summary: float, kappa: float) -> float:
+        """Minimiser of the majoriser −ηG + ½κ(e^η − 1)² (κ = 1: the published step size)."""
+        return math.log(0.5 * (1.0 + math.sqrt(1.0 + 4.0 * summary / kappa)))
+
+    def _apply(self, tangent, norms, eta: float) -> int:
+        """The per-layer normalised update of size η/L (a geodesic turn on spheres); returns capped layers."""
         capped = 0
         for info, (gw, gb), n in zip(self.layers, tangent, norms, strict=True):
             if n == 0.0:
@@ -125,6 +171,4 @@ class AGD(torch.optim.Optimizer):
                 capped += 1
             base = self._sphere.projx(info.weight)
             info.weight.copy_(self._sphere.expmap(base, self._sphere.proju(base, u)))
-        self.last_info = {"eta": eta, "summary": summary, "loss": None if loss is None else float(loss.detach()),
-                          "capped_layers": capped, "skipped": None}
-        return loss
+        return capped
