@@ -33,6 +33,7 @@ def run_one(plant: str, optimizer: str, lr: float, seed: int, args) -> dict:
     cfg.train.batch, cfg.train.eval_batch = args.batch, 256
     cfg.train.eval_every = max(1, args.steps // 10)
     cfg.train.checkpoint_every = args.steps
+    cfg.train.warmup = args.warmup
     if optimizer == "manifold-adam":
         cfg.controller.layer = "orthogonal" if args.orthogonal else cfg.controller.layer
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,6 +60,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--sweep-seeds", type=int, default=0, help="seeds per learning rate of the sweep (0: --seeds)")
+    ap.add_argument("--warmup", type=int, default=50, help="imitation warm-up steps (the training default)")
     ap.add_argument("--hidden", default="64,64")
     ap.add_argument("--orthogonal", action="store_true", help="manifold-adam on orthogonal layers")
     ap.add_argument("--quick", action="store_true", help="2 plants, 60 steps, 2 seeds, 3 learning rates")
@@ -73,8 +76,9 @@ def main() -> None:
             if opt not in OPTIMIZERS:
                 raise SystemExit(f"unknown optimizer {opt}")
             lrs = sweep.get(opt, [0.0])
+            n_seeds = (args.sweep_seeds or args.seeds) if opt in sweep else args.seeds
             for lr in lrs:
-                for seed in range(args.seeds):
+                for seed in range(n_seeds):
                     try:
                         r = run_one(plant, opt, lr, seed, args)
                     except Exception as exc:  # an optimiser that fails is reported, not hidden
