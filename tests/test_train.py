@@ -106,3 +106,20 @@ def test_run_folder_contents_and_construction_bound(tmp_path):
         assert (tmp_path / "r" / name).exists()
     assert res.controller.lipschitz_bound() == pytest.approx(7.5, rel=1e-5)
     assert np.isfinite(res.summary["evaluation"]["cost_ratio_to_lqr_optimum"])
+
+
+def test_cli_trains_an_npz_plant_and_writes_the_report(tmp_path, capsys):
+    from lipnet.cli import main
+
+    npz = tmp_path / "motor.npz"
+    # A continuous-time DC motor (position, speed): discretised by zero-order hold at the default rate.
+    np.savez(npz, A=np.array([[0.0, 1.0], [0.0, -2.0]]), B=np.array([[0.0], [3.0]]), u_max=5.0)
+    out = tmp_path / "run"
+    code = main(["train", "--plant", str(npz), "--steps", "6", "--batch", "16", "--hidden", "8,8", "--out", str(out),
+                 "--no-progress", "--optimizer", "sphere-mm"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "report:" in text and (out / "report.md").exists()
+    for name in ("loss.png", "responses.png", "summary.json", "config.toml"):
+        assert (out / name).exists(), name
+    assert "cost / LQR optimum" in (out / "report.md").read_text()
