@@ -39,6 +39,13 @@ def make(kind: str, width: int, depth: int, seed: int):
     with torch.no_grad():
         for lin in c.layers:
             lin.bias.normal_(0, 0.1)
+            if kind == "perturbed":
+                # Trained-like: the orthogonal initial direction moved by a random step of equal size (training
+                # drifts far from orthogonal), with layer gains 1.5.
+                d = lin.direction
+                d.add_(torch.randn_like(d) * d.norm() / d.numel() ** 0.5)
+                d.div_(d.norm())
+                lin.gain.fill_(1.5)
     return c
 
 

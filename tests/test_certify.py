@@ -71,6 +71,18 @@ def test_lipsdp_neuron_small_net_is_verified_and_agrees():
     assert sdp["value"] == pytest.approx(ours["value"], rel=1e-3)
 
 
+def test_fast_bound_reaches_lipsdp_neuron_on_a_three_layer_net():
+    # Started at ECLipsE-Fast's point the barrier method alone stalled ~50% above LipSDP at 3 hidden layers;
+    # with the smoothed-descent warm start it must land on SCS's value.
+    ws = random_weights(np.random.default_rng(7), [4, 16, 16, 16, 1])
+    lmi = lmi_of_mlp(ws)
+    sdp, ours = solve_lipsdp_neuron(lmi, "SCS", eps=1e-7), lipsdp_schur(lmi)
+    assert sdp["value"] is not None and ours["value"] is not None
+    assert ours["value"] <= sdp["value"] * (1 + 1e-4)
+    assert ours["value"] >= sdp["raw"] * (1 - 1e-4)  # never below the SDP optimum (it is a verified bound)
+    assert ours["value"] < 0.9 * ours["start_value"]
+
+
 def test_groupsort_is_not_applicable_for_lmi_methods():
     c = Controller(3, 1, hidden=(4, 4), activation="groupsort", layer="plain")
     for method in ("eclipse-fast", "lipsdp-schur", "lipsdp-neuron"):
@@ -121,7 +133,7 @@ def build(params):
     return MLP(ws, bs, activation=act)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(nets)
 def test_every_sound_upper_bound_exceeds_the_empirical_lower_bound(params):
     net = build(params)
@@ -139,7 +151,7 @@ def test_every_sound_upper_bound_exceeds_the_empirical_lower_bound(params):
         assert net.activation == "groupsort"
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**31 - 1), st.integers(1, 5), st.integers(1, 5), st.floats(0.01, 100.0))
 def test_one_layer_every_bound_is_the_spectral_norm(seed, n_in, n_out, scale):
     w = scale * np.random.default_rng(seed).standard_normal((n_out, n_in))
