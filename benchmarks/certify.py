@@ -4,7 +4,13 @@ For random MLPs (N(0, 1/n_in) weights, as in field-notes §3.1) and lipnet Contr
 biases and state scaling: the parametrisation training uses) at 4-(h×d)-1: every bound, its median time, its
 ratio to LipSDP-neuron and to the empirical lower bound. Every method runs single-threaded in one process.
 
-    python benchmarks/certify.py [--quick] [--skip-sdp-above N] [--kinds random,controller] [--repeats R]
+    python benchmarks/certify.py [--quick] [--skip-sdp-above N] [--kinds random,controller,perturbed] [--repeats R]
+    python benchmarks/certify.py --reference results/certify_sdp_ref.json   # large nets: stored SCS references
+
+SCS takes many minutes at 4-128-128-1 and beyond on a loaded 2-core machine, so those references are computed once
+(in the background) into a JSON file of rows `{kind, net_id, seed, value, raw, seconds, load, fast_at_the_time}`,
+where `fast_at_the_time` holds our bound timed in the same process right after SCS (same load). `--reference`
+rebuilds each net, re-times our bound, and prints both speed ratios.
 """
 
 from __future__ import annotations
@@ -49,6 +55,47 @@ def make(kind: str, width: int, depth: int, seed: int):
     return c
 
 
+def build(kind: str, net_id: str, seed: int):
+    """The net of a reference row: a run folder for `trained`, else `make(kind, width, depth, seed)`."""
+    if kind == "trained":
+        from lipnet.train.checkpoint import load_controller
+
+        return load_controller(Path(__file__).resolve().parent.parent / net_id)
+    width, depth = (int(v) for v in net_id.split("x"))
+    return make(kind, width, depth, seed=1000 * seed + width * 10 + depth)
+
+
+def reference_table(path: str, repeats: int, out: str) -> int:
+    """Our bound against stored LipSDP-neuron (SCS) references; appends the table to the JSON output."""
+    refs = json.loads(Path(path).read_text())
+    rows = []
+    print(f"{'kind':<10}{'net':<18}{'seed':>5}{'LipSDP(SCS)':>13}{'SCS s':>9}{'ours':>11}{'ours/SDP':>10}"
+          f"{'ours s':>9}{'speed-up':>10}{'(same load)':>12}{'ECL-Fast/SDP':>13}")
+    for ref in refs:
+        net = build(ref["kind"], ref["net_id"], ref["seed"])
+        rec, sec = timed("lipsdp-schur", net, repeats)
+        ecl = upper_bound("eclipse-fast", net).value
+        sdp, sdp_s = ref["value"], ref["seconds"]
+        then = ref.get("fast_at_the_time", {}).get("lipsdp-schur", {}).get("seconds")
+        row = {"kind": ref["kind"], "net": "-".join(map(str, ref["dims"])), "seed": ref["seed"], "lipsdp": sdp,
+               "lipsdp_raw": ref["raw"], "lipsdp_seconds": sdp_s, "scs_eps": ref["eps"], "load": ref["load"],
+               "ours": rec.value, "ours_sound": rec.sound, "ours_seconds": sec, "ours_seconds_same_load": then,
+               "eclipse_fast": ecl, "ratio": rec.value / sdp if (rec.value and sdp) else None,
+               "speedup": sdp_s / sec, "speedup_same_load": sdp_s / then if then else None}
+        rows.append(row)
+        fmt = lambda x, f: "-" if x is None else format(x, f)  # noqa: E731
+        print(f"{row['kind']:<10}{row['net']:<18}{row['seed']:>5}{fmt(sdp, '.6g'):>13}{sdp_s:>9.1f}"
+              f"{fmt(rec.value, '.6g'):>11}{fmt(row['ratio'], '.5f'):>10}{sec:>9.2f}{row['speedup']:>10.0f}"
+              f"{fmt(row['speedup_same_load'], '.0f'):>12}{fmt(ecl / sdp if sdp else None, '.3f'):>13}")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(Path(out).read_text()) if Path(out).exists() else {}
+    data = data if isinstance(data, dict) else {"sizes": data}
+    data["large_reference"] = rows
+    Path(out).write_text(json.dumps(data, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
 def timed(method, net, repeats, **kw):
     times, rec = [], None
     for _ in range(repeats):
@@ -66,7 +113,10 @@ def main(argv=None) -> int:
     ap.add_argument("--kinds", default="random,controller")
     ap.add_argument("--repeats", type=int, default=3, help="repeats of the fast methods (median time)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "certify.json"))
+    ap.add_argument("--reference", metavar="JSON", help="compare with stored SCS references instead (see above)")
     args = ap.parse_args(argv)
+    if args.reference:
+        return reference_table(args.reference, args.repeats, args.out)
     sizes = SIZES[:2] if args.quick else SIZES
     repeats = 1 if args.quick else args.repeats
     rows = []
@@ -87,7 +137,10 @@ def main(argv=None) -> int:
             print_row(row, header=len(rows) == 1)
             sys.stdout.flush()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(rows, indent=2))
+    data = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    data = data if isinstance(data, dict) else {}
+    data["sizes"] = rows
+    Path(args.out).write_text(json.dumps(data, indent=2))
     print(f"wrote {args.out}")
     return 0
 
