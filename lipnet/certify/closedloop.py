@@ -6,7 +6,8 @@ network with the saturation as one more slope-[0,1] layer and a parallel linear 
 barrier method), or by the triangle inequality Lip(π) + ‖K‖₂. With A_cl = A + BK Schur stable and
 `γ = ‖(zI − A_cl)⁻¹B‖_∞`, `γ · Lip(Δ) < 1` proves the loop incrementally ℓ2-stable (all trajectories converge to
 each other). This is a certificate for a linear plant only; for a nonlinear plant the same numbers describe its
-linearisation and are reported as such, never as certified.
+linearisation and are reported as such, never as certified. The tighter option (`iqc.py`): a neuron-wise
+incremental quadratic-constraint LMI with a Lyapunov matrix P, which contains the small-gain test as its t = 0 case.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from .fast import lipsdp_schur
 from .lmi import LipschitzLMI
 from .network import MLP, activation_slope, mlp_of
 
-__all__ = ["controller_gain", "residual_lipschitz", "hinf_norm", "small_gain", "closed_loop_certificate"]
+__all__ = ["controller_gain", "residual_lipschitz", "hinf_norm", "small_gain", "closed_loop_certificate",
+           "loop_lmi"]
+
+IQC_MODES = ("fallback", "always", "off")
 
 
 def controller_gain(net: MLP, x_eq: np.ndarray, h: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -35,6 +39,17 @@ def controller_gain(net: MLP, x_eq: np.ndarray, h: float | None = None) -> tuple
         out = network_forward(net, torch.as_tensor(pts), saturate=True).numpy()
     k = ((out[:n] - out[n:2 * n]) / (2 * h)).T
     return k, out[-1]
+
+
+def loop_lmi(net: MLP) -> LipschitzLMI | None:
+    """The network Δx ↦ Δu as LMI data (β folded, a saturation as one more slope-[0, 1] layer), or None."""
+    slope = activation_slope(net.activation)
+    if slope is None or slope[0] != 0.0:
+        return None
+    ws = [net.weights[0]] + [slope[1] * w for w in net.weights[1:]]
+    if net.saturated:
+        return LipschitzLMI(ws, np.eye(net.n_out))
+    return LipschitzLMI(ws[:-1], ws[-1])
 
 
 def residual_lipschitz(net: MLP, K: np.ndarray) -> dict:
@@ -105,12 +120,17 @@ def small_gain(A: np.ndarray, B: np.ndarray, K: np.ndarray, lip_delta: float, dt
 
 
 def closed_loop_certificate(controller_or_mlp, A, B, dt: float, x_eq=None, u_eq=None, linear: bool = True,
-                            plant_name: str = "") -> dict:
+                            plant_name: str = "", iqc: str = "fallback", iqc_max_neurons: int = 256,
+                            solver: str = "SCS") -> dict:
     """The closed-loop result for a plant linearised as `δx⁺ = A δx + B δu` at `(x_eq, u_eq)`.
 
-    `certified` is True only when the plant is linear (`linear=True`), A + BK is Schur stable and the small-gain
-    product is < 1 with sound bounds throughout.
+    `certified` is True only when the plant is linear (`linear=True`) and either the small-gain test passes
+    (A + BK Schur stable, product < 1, sound bounds throughout) or the neuron-wise IQC LMI is verified in float64.
+    `iqc`: "fallback" runs the IQC SDP only when small gain fails, "always" runs it too, "off" never; it is
+    skipped above `iqc_max_neurons` hidden neurons (plus saturation channels) and for nonlinear plants.
     """
+    if iqc not in IQC_MODES:
+        raise ValueError(f"iqc must be one of {', '.join(IQC_MODES)}, got {iqc!r}")
     net = mlp_of(controller_or_mlp)
     A, B = np.atleast_2d(np.asarray(A, dtype=np.float64)), np.atleast_2d(np.asarray(B, dtype=np.float64))
     if A.shape[0] != net.n_in or B.shape[1] != net.n_out:
@@ -128,10 +148,29 @@ def closed_loop_certificate(controller_or_mlp, A, B, dt: float, x_eq=None, u_eq=
         "small gain ⇒ incremental ℓ2 stability: all closed-loop trajectories converge to one another "
         "(to the closed-loop equilibrium, which is x_eq only if π(x_eq) = u_eq)",
     ]
+    iqc_res = None
+    lmi = loop_lmi(net)
+    if linear and iqc != "off" and (iqc == "always" or not sg["passes"]):
+        if lmi is None:
+            iqc_res = {"passes": False, "reason": f"not applicable: activation {net.activation!r}"}
+        elif sum(lmi.widths) > iqc_max_neurons:
+            iqc_res = {"passes": False, "reason": f"skipped: {sum(lmi.widths)} neurons > {iqc_max_neurons}"}
+        else:
+            from .iqc import iqc_certificate
+
+            iqc_res = iqc_certificate(lmi, A, B, K, res["value"], solver=solver)
+            assumptions.append("IQC: every hidden activation and the saturation are elementwise slope-restricted "
+                               "in [0, β] (β folded into the next layer); V(Δx) = ΔxᵀPΔx decreases by ε‖Δx‖²")
     if linear:
-        certified = bool(sg["passes"])
-        verdict = "certified (incremental small gain on the linear plant)" if certified else (
-            "not certified: " + sg.get("reason", ""))
+        certified = bool(sg["passes"]) or bool(iqc_res and iqc_res["passes"])
+        if sg["passes"]:
+            verdict = "certified (incremental small gain on the linear plant)"
+        elif certified:
+            verdict = ("certified (neuron-wise incremental IQC on the linear plant; small gain fails: "
+                       + sg.get("reason", "") + ")")
+        else:
+            verdict = "not certified: " + sg.get("reason", "") + (
+                f"; IQC: {iqc_res['reason']}" if iqc_res else "")
     else:
         certified = False
         verdict = ("no certificate: the plant is nonlinear; the small-gain test above holds for its "
@@ -139,7 +178,10 @@ def closed_loop_certificate(controller_or_mlp, A, B, dt: float, x_eq=None, u_eq=
                    "linearisation-error bound was established)")
         assumptions.append("plant nonlinear: A, B are the Jacobians of plant.step at (x_eq, u_eq)")
     return {
-        "plant": plant_name, "linear_plant": bool(linear), "method": "incremental small gain",
+        "plant": plant_name, "linear_plant": bool(linear),
+        "method": ("neuron-wise incremental IQC" if (linear and not sg["passes"] and iqc_res and iqc_res["passes"])
+                   else "incremental small gain"),
+        "iqc": None if iqc_res is None else {k: v for k, v in iqc_res.items() if k != "t"},
         "x_eq": x_eq.tolist(), "u_eq": u_eq.tolist(), "controller_at_equilibrium": u_at_eq.tolist(),
         "equilibrium_offset": float(np.linalg.norm(u_at_eq - u_eq)),
         "K": K.tolist(), "lip_delta": res["value"], "lip_delta_method": res["method"],
