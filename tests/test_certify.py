@@ -133,7 +133,7 @@ def build(params):
     return MLP(ws, bs, activation=act)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(nets)
 def test_every_sound_upper_bound_exceeds_the_empirical_lower_bound(params):
     net = build(params)

@@ -58,6 +58,17 @@ def test_cli_table_and_require(run_dir, capsys):
     assert main(["certify", str(run_dir), *FAST, "--no-closed-loop", "--require", str(tight * 0.5)]) == 1
 
 
+def test_cli_iqc_always_reports_the_lmi_certificate(run_dir, capsys):
+    assert main(["certify", str(run_dir), "--method", "spectral", "--iqc", "always"]) == 0
+    out = capsys.readouterr().out
+    assert "IQC: " in out
+    cl = read_certificate(run_dir)["closed_loop"]
+    assert cl["iqc"] is not None and isinstance(cl["iqc"]["passes"], bool)
+    assert cl["certified"] is (cl["passes"] or cl["iqc"]["passes"])
+    assert main(["certify", str(run_dir), "--method", "spectral", "--iqc", "off", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["closed_loop"]["iqc"] is None
+
+
 def test_cli_errors_exit_2(tmp_path, capsys):
     assert main(["certify", str(tmp_path / "missing")]) == 2
     assert "no controller checkpoint" in capsys.readouterr().err

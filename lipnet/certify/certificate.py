@@ -110,7 +110,7 @@ def _linear_data(plant) -> tuple[np.ndarray, np.ndarray, bool]:
 
 def certify_controller(controller, plant=None, methods=None, region: Region | None = None,
                        solver: str = "SCS", sdp_max_neurons: int | None = 256, lower: bool = True,
-                       closed_loop: bool = True, seed: int = 0) -> Certificate:
+                       closed_loop: bool = True, seed: int = 0, iqc: str = "fallback") -> Certificate:
     """Bound, estimate and (with a plant) certify the closed loop of one controller.
 
     Parameters
@@ -121,6 +121,7 @@ def certify_controller(controller, plant=None, methods=None, region: Region | No
     region : state box for the empirical lower bound (default `default_region`).
     solver, sdp_max_neurons : LipSDP-neuron's cvxpy solver and the size above which it is skipped.
     lower, closed_loop : compute the empirical lower bound / the closed-loop certificate.
+    iqc : the neuron-wise IQC closed-loop LMI: "fallback" (only when small gain fails), "always" or "off".
     """
     if isinstance(plant, str):
         import plants
@@ -138,8 +139,10 @@ def certify_controller(controller, plant=None, methods=None, region: Region | No
         from .closedloop import closed_loop_certificate
 
         A, B, linear = _linear_data(plant)
+        limit = 10**9 if sdp_max_neurons is None else sdp_max_neurons
         cl = closed_loop_certificate(net, A, B, plant.dt, plant.x_eq, plant.u_eq, linear=linear,
-                                     plant_name=getattr(plant, "spec", "") or plant.name)
+                                     plant_name=getattr(plant, "spec", "") or plant.name, iqc=iqc,
+                                     iqc_max_neurons=limit, solver=solver)
     arch = {"n_x": net.n_in, "n_u": net.n_out, "hidden": net.hidden, "activation": net.activation,
             "saturation": net.saturation}
     return Certificate(network_hash(controller), records, low, cl,

@@ -28,6 +28,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--sdp-max-neurons", type=int, default=256, metavar="N",
                         help="skip lipsdp-neuron above N hidden neurons (default 256; it takes minutes there)")
     parser.add_argument("--no-closed-loop", action="store_true", help="skip the closed-loop certificate")
+    parser.add_argument("--iqc", choices=["fallback", "always", "off"], default="fallback",
+                        help="neuron-wise IQC closed-loop LMI (linear plants): when small gain fails (default), "
+                             "always, or never")
     parser.add_argument("--json", action="store_true", help="print the certificate JSON instead of the table")
 
 
@@ -58,6 +61,10 @@ def format_table(cert) -> str:
             rows.append(f"  ‖(zI−(A+BK))⁻¹B‖∞ = {cl['hinf']:.6g}, Lip(Δ) ≤ {cl['lip_delta']:.6g} "
                         f"({cl['lip_delta_method']}), margin {cl['margin']:.4g}, allowed Lip(Δ) < "
                         f"{cl['allowed_lip_delta']:.6g}")
+        iqc = cl.get("iqc")
+        if iqc:
+            rows.append(f"  IQC: {'passes' if iqc.get('passes') else 'fails'}: {iqc.get('reason', '')}"
+                        + (f", contraction ≤ {iqc['contraction']:.6g} per step" if iqc.get("contraction") else ""))
     return "\n".join(rows)
 
 
@@ -77,7 +84,8 @@ def run(args) -> int:
 
         plant = plants.load(spec)
     cert = certify_controller(controller, plant, methods=args.method, solver=args.solver,
-                              sdp_max_neurons=args.sdp_max_neurons, closed_loop=not args.no_closed_loop)
+                              sdp_max_neurons=args.sdp_max_neurons, closed_loop=not args.no_closed_loop,
+                              iqc=args.iqc)
     path = write_certificate(cert, args.run_dir)
     if args.json:
         print(cert.to_json())
