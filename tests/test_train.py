@@ -123,3 +123,13 @@ def test_cli_trains_an_npz_plant_and_writes_the_report(tmp_path, capsys):
     for name in ("loss.png", "responses.png", "summary.json", "config.toml"):
         assert (out / name).exists(), name
     assert "cost / LQR optimum" in (out / "report.md").read_text()
+
+
+def test_rescale_path_at_initialisation_and_relu_only(tmp_path):
+    cfg = _cfg(rescale="path")
+    cfg.controller.activation = "relu"
+    res = train(cfg, tmp_path / "r", progress=False, log=lambda *a: None)
+    assert res.summary["rescale"]["iterations"] >= 1
+    cfg.controller.activation = "tanh"
+    with pytest.raises(ValueError, match="ReLU"):
+        train(cfg, tmp_path / "t", progress=False)
