@@ -65,9 +65,9 @@ def build(kind: str, net_id: str, seed: int):
     return make(kind, width, depth, seed=1000 * seed + width * 10 + depth)
 
 
-def reference_table(path: str, repeats: int, out: str) -> int:
-    """Our bound against stored LipSDP-neuron (SCS) references; appends the table to the JSON output."""
-    refs = json.loads(Path(path).read_text())
+def reference_table(paths: list[str], repeats: int, out: str) -> int:
+    """Our bound against stored LipSDP-neuron (SCS) references; adds the table to the JSON output."""
+    refs = [r for p in paths for r in json.loads(Path(p).read_text())]
     rows = []
     print(f"{'kind':<10}{'net':<18}{'seed':>5}{'LipSDP(SCS)':>13}{'SCS s':>9}{'ours':>11}{'ours/SDP':>10}"
           f"{'ours s':>9}{'speed-up':>10}{'(same load)':>12}{'ECL-Fast/SDP':>13}")
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     ap.add_argument("--kinds", default="random,controller")
     ap.add_argument("--repeats", type=int, default=3, help="repeats of the fast methods (median time)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "certify.json"))
-    ap.add_argument("--reference", metavar="JSON", help="compare with stored SCS references instead (see above)")
+    ap.add_argument("--reference", metavar="JSON", nargs="+", help="compare with stored SCS references (see above)")
     args = ap.parse_args(argv)
     if args.reference:
         return reference_table(args.reference, args.repeats, args.out)
@@ -154,7 +154,7 @@ def print_row(row, header=False):
     for m, b in row["bounds"].items():
         v, s = b.get("value"), b.get("seconds")
         fmt = lambda x, f: "-" if x is None else format(x, f)  # noqa: E731
-        speed = sdp_s / s if (sdp_s and s and m != "lipsdp-neuron") else None
+        speed = sdp_s / s if (sdp_s and s and v is not None and m != "lipsdp-neuron") else None
         print(f"{row['kind']:<11}{row['net']:<15}{m:<15}{fmt(v, '.5g'):>10}{fmt(s, '.4f'):>10}"
               f"{fmt(v / ref if (v and ref) else None, '.4f'):>9}{fmt(v / row['lower'] if v else None, '.3f'):>8}"
               f"{fmt(speed, '.0f'):>10}" + ("" if b.get("sound", True) else "  (not sound)"))
