@@ -77,7 +77,8 @@ class Plant:
 
     def step(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """One sample period: `x` is `[batch, n_x]`, `u` is `[batch, n_u]`; differentiable."""
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} does not implement step(x, u); subclass Plant and define it, "
+                        "or build the plant with plants.load / LinearPlant / FunctionPlant")
 
     def sample_initial(self, n: int, split: str = "train", generator: torch.Generator | None = None,
                        dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -90,7 +90,7 @@ class ODEPlant(Plant):
     # Subclasses implement `describe` and `rhs` (and `drive` when part of the input term can be hoisted).
     def describe(self, p: dict[str, float]) -> dict[str, Any]:
         """Dimensions, equilibrium, limits, cost, initial-state boxes and names for parameters `p`."""
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define describe(p)")
 
     def drive(self, u: torch.Tensor) -> torch.Tensor:
         """The input term, computed once per sample and shared by every RK4 stage (default: `u` itself)."""
@@ -98,7 +98,7 @@ class ODEPlant(Plant):
 
     def rhs(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """`ẋ` from the state and the prepared input `v = drive(u)`."""
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define rhs(x, v)")
 
     def f(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Continuous-time dynamics `ẋ = f(x, u)` on `[..., n_x]`, `[..., n_u]` tensors."""

@@ -72,7 +72,7 @@ def lmi_of_mlp(weights: list[np.ndarray], slope: tuple[float, float] = (0.0, 1.0
     """The LMI of `W_D σ(⋯σ(W_1 x)) (+ S x)`; a slope interval [0, β] is folded into the next layer's weights."""
     alpha, beta = slope
     if alpha != 0.0:
-        raise NotImplementedError("only slope intervals [0, β] are implemented (ReLU, tanh)")
+        raise ValueError(f"LipSDP here takes slope intervals [0, β] (ReLU, tanh); got [{alpha}, {beta}]")
     ws = [np.asarray(w, dtype=np.float64) for w in weights]
     ws = [ws[0]] + [beta * w for w in ws[1:]]
     return LipschitzLMI(ws[:-1], ws[-1], skip)

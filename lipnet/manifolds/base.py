@@ -2,35 +2,37 @@
 
 from __future__ import annotations
 
+import abc
+
 import torch
 
 __all__ = ["Manifold", "Euclidean", "ManifoldParameter"]
 
 
-class Manifold:
+class Manifold(abc.ABC):
     """A constraint set for a parameter: projection, tangent projection, retraction and checks."""
 
     name = "manifold"
 
+    @abc.abstractmethod
     def projx(self, x: torch.Tensor) -> torch.Tensor:
         """Nearest point of the manifold (used at initialisation and by explicit re-normalisation)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def proju(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Projection of an ambient vector `u` onto the tangent space at `x`."""
-        raise NotImplementedError
 
     def egrad2rgrad(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """Riemannian gradient from a Euclidean gradient (embedded metric unless stated)."""
         return self.proju(x, g)
 
+    @abc.abstractmethod
     def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Move from `x` along the tangent vector `u`."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def distance_to_manifold(self, x: torch.Tensor) -> float:
         """How far `x` is from satisfying the constraint (0 on the manifold)."""
-        raise NotImplementedError
 
     def check_point_on_manifold(self, x: torch.Tensor, atol: float = 1e-5, explain: bool = False):
         """True when `x` is on the manifold to `atol`; with `explain`, `(ok, reason)`."""
@@ -55,15 +57,19 @@ class Euclidean(Manifold):
 
     name = "euclidean"
 
+    @abc.abstractmethod
     def projx(self, x):
         return x
 
+    @abc.abstractmethod
     def proju(self, x, u):
         return u
 
+    @abc.abstractmethod
     def retr(self, x, u):
         return x + u
 
+    @abc.abstractmethod
     def distance_to_manifold(self, x):
         return 0.0
 

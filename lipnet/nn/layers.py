@@ -6,6 +6,7 @@ they enter no bound, and every optimiser updates them as plain vectors.
 
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
@@ -17,7 +18,7 @@ __all__ = ["LipschitzLinear", "FrobeniusLinear", "SpectralLinear", "OrthogonalLi
            "make_linear", "LAYER_KINDS"]
 
 
-class LipschitzLinear(nn.Module):
+class LipschitzLinear(nn.Module, metaclass=abc.ABCMeta):
     """Base: `y = W x + b` with `weight` derived from free parameters and a `lipschitz()` bound on ‖W‖₂."""
 
     in_features: int
@@ -33,9 +34,9 @@ class LipschitzLinear(nn.Module):
             self.register_parameter("bias", None)
 
     @property
+    @abc.abstractmethod
     def weight(self) -> torch.Tensor:
         """The effective weight matrix `W` (out × in)."""
-        raise NotImplementedError
 
     def lipschitz(self) -> float:
         """A sound upper bound on ‖W‖₂ that holds by construction."""
