@@ -295,6 +295,16 @@ def lipsdp_schur(lmi: LipschitzLMI, t0: np.ndarray | None = None, rtol: float = 
         cands = [(rho_of_multipliers(lmi, c), i, c) for i, c in enumerate((t, warm, start))]
         rho, _, t = min((r if np.isfinite(r) else np.inf, i, c) for r, i, c in cands)
         rho_v, tau = certify_multipliers(lmi, t, rho)
+        if rho_v is None and t is not start:
+            # Near the optimum a hidden Schur complement can be singular to rounding, which no inflation of ρ
+            # repairs; mixing in a little of the strictly feasible start costs ρ at most α·(ρ_start − ρ) (ρ(t) is
+            # convex) and restores a float64 margin.
+            for alpha in (1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1):
+                t_a = (1 - alpha) * t + alpha * start
+                rho_v, tau = certify_multipliers(lmi, t_a, None)
+                if rho_v is not None:
+                    t, rho = t_a, rho_of_multipliers(lmi, t_a)
+                    break
     return {"value": None if rho_v is None else float(np.sqrt(rho_v)) * (1 + 1e-12), "rho": rho, "t": t,
             "iters": iters, "evals": evals, "inflation": tau,
             "start_value": float(np.sqrt(rho0)) if np.isfinite(rho0) else None}
