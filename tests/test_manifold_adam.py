@@ -288,9 +288,18 @@ def test_bad_input_is_rejected_with_a_clear_message():
         ManifoldAdam([ManifoldParameter(torch.randn(3, 5), Stiefel())])
     with pytest.raises(TypeError, match="another optimiser"):
 
-        class Odd(Manifold):
+        class Odd(Manifold):  # a complete manifold that manifold-adam does not know
             def projx(self, x):
                 return x
+
+            def proju(self, x, u):
+                return u
+
+            def retr(self, x, u):
+                return x + u
+
+            def distance_to_manifold(self, x):
+                return 0.0
 
         ManifoldAdam([ManifoldParameter(torch.randn(3), Odd())])
     with pytest.raises(ValueError, match="lr"):
