@@ -15,7 +15,7 @@ EXAMPLE = """examples:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plant", help="plant spec: built-in name, .npz path, module:function or file.py:function")
     p.add_argument("--config", help="TOML run configuration (a run folder's config.toml reproduces that run)")
-    p.add_argument("--optimizer", help="agd (default), sphere-newton, sphere-mm, manifold-adam, adam, sgd")
+    p.add_argument("--optimizer", help="sphere-mm (default), sphere-newton, agd, manifold-adam, adam, sgd")
     p.add_argument("--lr", type=float, help="learning rate (only adam, sgd, manifold-adam)")
     p.add_argument("--lipschitz", type=float, help="Lipschitz bound met by construction (default: from the plant)")
     p.add_argument("--hidden", help="hidden widths, e.g. 64,64")

@@ -42,7 +42,7 @@ class TrainConfig:
 
     objective: str = "rollout"  # "rollout" (closed-loop cost) or "imitation" (of the LQR expert)
     warmup: int = 50  # first steps imitate the (saturated) LQR expert: a stabilising start for the rollout cost
-    optimizer: str = "agd"
+    optimizer: str = "sphere-mm"  # paper 000, algorithm 2: the automatic optimiser that trained every plant tried
     lr: float = 0.0  # 0: the optimiser's default (only adam / sgd / manifold-adam take one)
     steps: int = 200
     batch: int = 128
