@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from .errors import InvalidModelError
+from .runtime import decode_metadata  # one decoder: runtime.py must also work copied alone onto a board
 
 __all__ = ["FORMAT", "REQUIRED_KEYS", "encode_metadata", "decode_metadata", "set_metadata", "read_metadata",
            "load_model"]
@@ -32,17 +33,6 @@ def _default(obj):
 def encode_metadata(meta: dict) -> dict[str, str]:
     """Python values to `metadata_props` strings (JSON; non-finite floats as JSON's Infinity / NaN)."""
     return {str(k): json.dumps(v, default=_default, sort_keys=True) for k, v in meta.items()}
-
-
-def decode_metadata(props: dict[str, str]) -> dict:
-    """`metadata_props` strings to Python values (JSON where it parses, the raw string otherwise)."""
-    out = {}
-    for key, text in props.items():
-        try:
-            out[key] = json.loads(text)
-        except (TypeError, ValueError):
-            out[key] = text
-    return out
 
 
 def set_metadata(model, meta: dict) -> None:
