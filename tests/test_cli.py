@@ -28,3 +28,11 @@ def test_bad_plant_spec_is_a_clean_error(tmp_path, capsys):
     assert main(["train", "--plant", "no_such_plant", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "no_such_plant" in err and "Traceback" not in err
+
+
+def test_a_subcommand_not_built_says_so_and_exits_2(monkeypatch, capsys):
+    import lipnet.cli as cli
+
+    monkeypatch.setitem(cli.COMMANDS, "teleport", "a command this version does not have")
+    assert cli.main(["teleport", "--anything"]) == 2
+    assert "not available yet" in capsys.readouterr().err
