@@ -55,14 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.set_defaults(func=mod.run)
         else:
             p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-            p.set_defaults(func=_not_available(name))
+            p.set_defaults(func=_not_available(name), available=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `lipnet` console script; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and getattr(args, "available", True):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
