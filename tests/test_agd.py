@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from toys import closed_loop_cost  # the double-integrator loop shared with the other optimiser tests
 
 from lipnet.nn import Controller
 from lipnet.optim.agd import AGD
@@ -44,18 +45,6 @@ def mlp(weights, x):
         if i < len(weights) - 1:
             h = torch.relu(h)
     return h
-
-
-# --- a tiny differentiable closed loop: double integrator, cost Σ xᵀQx + uᵀRu -------------------------------
-def closed_loop_cost(model, x0, horizon=12, dt=0.2):
-    a = torch.tensor([[1.0, dt], [0.0, 1.0]], dtype=x0.dtype)
-    b = torch.tensor([[0.5 * dt * dt], [dt]], dtype=x0.dtype)
-    x, cost = x0, 0.0
-    for _ in range(horizon):
-        u = model(x)
-        cost = cost + (x.pow(2).sum(-1) + 0.1 * u.pow(2).sum(-1)).mean()
-        x = x @ a.T + u @ b.T
-    return cost / horizon
 
 
 def test_plain_layers_use_agd_initialisation():

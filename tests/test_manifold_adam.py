@@ -22,13 +22,6 @@ def _euclidean_loss(params):
     return sum(((p**3).sum() + (p * torch.linspace(-1, 1, p.numel()).reshape(p.shape)).sum()) for p in params)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: on a shared 2-core machine extra intra-op threads only contend (≈15× slower under load).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.05])
