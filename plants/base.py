@@ -110,6 +110,10 @@ class Plant:
         """`u` clipped to the actuator limits (unchanged where the plant has none)."""
         if self.u_low is None and self.u_high is None:
             return u
+        return torch.clamp(u, *self.clip_bounds(u))
+
+    def clip_bounds(self, like: torch.Tensor) -> tuple[float | torch.Tensor | None, float | torch.Tensor | None]:
+        """`(low, high)` for `torch.clamp`: Python floats when every channel has the same limit, else tensors."""
         src = self._consts.get("clip_src")
         if src is None or src[0] is not self.u_low or src[1] is not self.u_high:
             lo, hi = self.u_low, self.u_high
@@ -120,10 +124,9 @@ class Plant:
             self._consts["clip_src"] = (self.u_low, self.u_high)
         scalars = self._consts["clip_scalars"]
         if scalars is not None:
-            return torch.clamp(u, *scalars)
-        lo = None if self.u_low is None else self.const("u_low", u)
-        hi = None if self.u_high is None else self.const("u_high", u)
-        return torch.clamp(u, lo, hi)
+            return scalars
+        return (None if self.u_low is None else self.const("u_low", like),
+                None if self.u_high is None else self.const("u_high", like))
 
     def stage_cost(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """`(x−x_eq)ᵀQ(x−x_eq) + (u−u_eq)ᵀR(u−u_eq)` per batch row (any leading batch dimensions)."""

@@ -49,26 +49,45 @@ def rollout(plant: Plant, policy: Callable[[torch.Tensor], torch.Tensor], x0: to
     clip : apply the plant's actuator limits to the policy's output (what real actuators do).
 
     The cost is `Σ_{t<T} stage_cost(x_t, u_t)` plus the terminal term; differentiable w.r.t. the policy
-    parameters and `x0`.
+    parameters and `x0`. `plants.CompiledRollout` runs the same loop with each step fused by `torch.compile`.
     """
+    T, P = _prepare(plant, x0, horizon, terminal)
+    limited = clip and (plant.u_low is not None or plant.u_high is not None)
+
+    def closed_loop(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        u = policy(x)
+        if t == 0:
+            check_action(plant, x0, u)
+        if limited:
+            u = plant.clip(u)
+        return plant.step(x, u), u
+
+    return run_loop(plant, closed_loop, x0, T, P)
+
+
+def _prepare(plant: Plant, x0: torch.Tensor, horizon: int | None, terminal) -> tuple[int, np.ndarray | None]:
     T = plant.horizon if horizon is None else int(horizon)
     if x0.dim() != 2 or x0.shape[1] != plant.n_x:
         raise ValueError(f"x0 must be [batch, {plant.n_x}], got {tuple(x0.shape)}")
     if T < 0:
         raise ValueError(f"horizon must be >= 0, got {T}")
-    P = _terminal_matrix(plant, terminal)
-    limited = clip and (plant.u_low is not None or plant.u_high is not None)
-    step = plant.step
+    return T, _terminal_matrix(plant, terminal)
+
+
+def check_action(plant: Plant, x0: torch.Tensor, u: torch.Tensor) -> None:
+    """Raise a clear error when a policy's output is not `[b, n_u]` (before the plant sees it)."""
+    if u.dim() != 2 or tuple(u.shape) != (x0.shape[0], plant.n_u):
+        raise ValueError(f"policy must map [b, {plant.n_x}] to [b, {plant.n_u}], got {tuple(u.shape)}")
+
+
+def run_loop(plant: Plant, closed_loop: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]],
+             x0: torch.Tensor, T: int, P: np.ndarray | None) -> Rollout:
+    """The rollout loop shared by the eager and the compiled rollouts: `closed_loop(x, t) -> (x_next, u)`."""
     xs, us = [x0], []
     x = x0
     for t in range(T):
-        u = policy(x)
-        if t == 0 and (u.dim() != 2 or tuple(u.shape) != (x0.shape[0], plant.n_u)):
-            raise ValueError(f"policy must map [b, {plant.n_x}] to [b, {plant.n_u}], got {tuple(u.shape)}")
-        if limited:
-            u = plant.clip(u)
+        x, u = closed_loop(x, t)
         us.append(u)
-        x = step(x, u)
         xs.append(x)
     states = torch.stack(xs)
     actions = torch.stack(us) if us else x0.new_zeros((0, x0.shape[0], plant.n_u))
