@@ -226,6 +226,62 @@ def test_mm_with_curvature_estimation_stays_monotone_on_a_deep_net():
     assert infos[-1]["loss_new"] < 0.7 * infos[0]["loss"]
 
 
+def test_mm_measurements_equal_their_per_call_definitions_through_a_rollout():
+    """a_l = Σ_calls ⟨∂L/∂z, z − b⟩ and ρ_l² = Σ‖h‖²/rows over every call of layer l in a 12-step rollout,
+    computed here the direct way (a hook per call), against what sphere-mm reads off the gain gradient."""
+    torch.manual_seed(5)
+    model = Controller(2, 1, (8, 8), layer="frobenius", gains=[1.3, 0.7, 2.0]).double()
+    x0 = torch.randn(16, 2, dtype=D)
+    opt = SphereMM.from_model(model)
+    outs = [[] for _ in model.layers]
+    sq, rows = [0.0] * 3, [0] * 3
+
+    def recorder(l):
+        def hook(module, inputs, output):
+            sq[l] += float(inputs[0].detach().pow(2).sum())
+            rows[l] += inputs[0].shape[0]
+            outs[l].append((output, module.bias))
+        return hook
+
+    handles = [lin.register_forward_hook(recorder(l)) for l, lin in enumerate(model.layers)]
+    loss = closed_loop_cost(model, x0)
+    for h in handles:
+        h.remove()
+    flat = [z for calls in outs for z, _ in calls]
+    gz = iter(torch.autograd.grad(loss, flat))
+    radial_ref = [sum(float((next(gz) * (z - b)).sum()) for z, b in calls) for calls in outs]
+    rho_ref = [math.sqrt(q / r) for q, r in zip(sq, rows, strict=True)]
+    _, _, rho, radial = opt._measure(lambda: closed_loop_cost(model, x0))
+    assert rho == pytest.approx(rho_ref, rel=1e-12)
+    assert radial == pytest.approx(radial_ref, rel=1e-9, abs=1e-12)
+    assert all(not lin.gain.requires_grad for lin in model.layers)  # the gains are buffers again
+
+
+def test_mm_step_through_a_compiled_rollout_keeps_one_graph():
+    """sphere-mm's measurement must not make dynamo recompile every step (it used per-call hook state)."""
+    import plants
+
+    torch._dynamo.reset()
+    p = plants.load("double_integrator")
+    model = Controller(2, 1, (8,), layer="frobenius").double()
+    x0 = p.sample_initial(8, dtype=D)
+    counts = torch._dynamo.utils.counters
+    counts.clear()
+    roll = plants.CompiledRollout(p, model, backend="eager")
+    opt = SphereMM.from_model(model)
+    eager, graphs = [], []
+    for _ in range(5):
+        opt.step(lambda: roll(x0, horizon=6).cost.mean())
+        eager.append(plants.rollout(p, model, x0, horizon=6).cost.mean())
+        graphs.append(counts["stats"]["unique_graphs"])
+    assert roll.compiled, roll.fallback_reason
+    # A few variants (x0 leaf or not, grad mode, gains differentiable or not), then none: not one per step,
+    # and fewer than dynamo's recompile limit (8), past which it would give up compiling.
+    assert len(set(graphs[2:])) == 1 and graphs[-1] < 8, graphs
+    assert eager[-1] < eager[0]
+    torch._dynamo.reset()
+
+
 # --- both -----------------------------------------------------------------------------------------------------
 def _drift(name, steps, renormalize=True):
     torch.manual_seed(4)

@@ -159,6 +159,8 @@ class SphereNewton(_CurveOptimizer):
     renormalize : apply Exp at `V/‖V‖_F` (see module docstring).
     """
 
+    needs_double_backward = True  # the HVP differentiates the closure twice (not a compiled rollout)
+
     _state_key = "sphere_newton"
 
     def __init__(self, params, *, normalize_layers: bool = False, armijo: float = 1e-4, max_backtracks: int = 30,
@@ -264,6 +266,27 @@ class SphereNewton(_CurveOptimizer):
         return loss.detach()
 
 
+class _InputNorms:
+    """Forward hook: Σ‖h‖² and the number of input rows h of a layer, accumulated while `on` (as tensors,
+    so that a compiled rollout neither guards on a count nor recompiles)."""
+
+    def __init__(self):
+        self.on, self.sq, self.rows = False, None, None
+
+    def start(self) -> None:
+        self.on, self.sq, self.rows = True, torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+
+    def __call__(self, module, inputs, output) -> None:
+        if self.on:
+            h = inputs[0].detach()
+            self.sq = self.sq + h.pow(2).sum().double()
+            self.rows = self.rows + h.numel() // max(h.shape[-1], 1)
+
+    def rms(self) -> float:
+        rows = 0.0 if self.rows is None else float(self.rows)
+        return math.sqrt(float(self.sq) / rows) if rows else 0.0
+
+
 class SphereMM(_CurveOptimizer):
     """Algorithm 2: majorisation–minimisation along the sphere curve, with a closed-form step.
 
@@ -295,7 +318,7 @@ class SphereMM(_CurveOptimizer):
 
     Parameters
     ----------
-    model : a `Controller` (or chain of `FrobeniusLinear` layers), whose forward hooks measure ρ_l and a_l.
+    model : a `Controller` (or chain of `FrobeniusLinear` layers), (a persistent forward hook per layer measures ρ_l).
     loss_curvature : initial β (1 for a mean ½‖f − y‖² loss).
     relax : factor by which β shrinks after an accepted step (≥ 1; 1 keeps β monotone).
     max_backtracks, max_angle, renormalize : safeguards and base-point normalisation (module docstring).
@@ -315,6 +338,10 @@ class SphereMM(_CurveOptimizer):
         self.relax, self.max_backtracks, self.max_angle = float(relax), int(max_backtracks), float(max_angle)
         super().__init__(params, spherical, renormalize, defaults={})
         self._memory.setdefault("beta", float(loss_curvature))
+        # Registered once: a hook object that changed at every step would make dynamo recompile every step.
+        self._input_norms = [_InputNorms() for _ in self.layers]
+        for info, rec in zip(self.layers, self._input_norms, strict=True):
+            info.module.register_forward_hook(rec)
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, **options) -> SphereMM:
@@ -323,46 +350,39 @@ class SphereMM(_CurveOptimizer):
         return cls(model, **options)
 
     def _measure(self, closure):
-        """Loss, parameter gradients, RMS input norms ρ_l and radial terms a_l, from one forward/backward."""
-        records = [{"sq": 0.0, "count": 0, "calls": []} for _ in self.layers]
+        """Loss, parameter gradients, RMS input norms ρ_l and radial terms a_l, from one forward/backward.
 
-        def recorder(rec):
-            def hook(module, inputs, output):
-                h = inputs[0].detach()
-                rec["sq"] = rec["sq"] + h.pow(2).sum()
-                rec["count"] += h.numel() // max(h.shape[-1], 1)
-                if output.requires_grad:
-                    rec["calls"].append((output, module.bias))
-            return hook
-
-        handles = [info.module.register_forward_hook(recorder(rec)) for info, rec in zip(self.layers, records,
-                                                                                           strict=True)]
+        a_l = Σ_calls ⟨∂L/∂z, z − b⟩ over the layer's outputs z = W h + b equals ⟨∂L/∂W, W⟩ = g_l ∂L/∂g_l
+        (W = g_l V/‖V‖ is linear in g_l), so it is read off the gradient of the gain, made differentiable for
+        this one pass. ρ_l comes from persistent input-norm hooks that accumulate tensors. Neither keeps
+        per-call Python state, so a `torch.compile`d rollout (`plants.CompiledRollout`) traces one graph.
+        """
+        gains = [info.module.gain for info in self.layers]
+        for rec in self._input_norms:
+            rec.start()
+        for g in gains:
+            g.requires_grad_(True)
         try:
             with torch.enable_grad():
                 loss = closure()
+            for rec in self._input_norms:
+                rec.on = False
+            if not torch.is_tensor(loss) or loss.numel() != 1:
+                raise LipnetArgument("the closure must return the loss as a scalar tensor")
+            if not bool(torch.isfinite(loss)):
+                return loss, None, None, None
+            if not loss.requires_grad:
+                raise LipnetArgument("the closure's loss has no graph: return it without calling backward")
+            grads = torch.autograd.grad(loss, [*self._params, *gains], allow_unused=True)
         finally:
-            for h in handles:
-                h.remove()
-        if not torch.is_tensor(loss) or loss.numel() != 1:
-            raise LipnetArgument("the closure must return the loss as a scalar tensor")
-        if not bool(torch.isfinite(loss)):
-            return loss, None, None, None
-        if not loss.requires_grad:
-            raise LipnetArgument("the closure's loss has no graph: return it without calling backward")
-        outs = [z for rec in records for z, _ in rec["calls"]]
-        grads = torch.autograd.grad(loss, [*self._params, *outs], allow_unused=True)
-        pgrads = [torch.zeros_like(p) if g is None else g
-                  for p, g in zip(self._params, grads[:len(self._params)], strict=True)]
-        ograds = iter(grads[len(self._params):])
-        rho, radial = [], []
-        for rec in records:
-            rho.append(math.sqrt(float(rec["sq"]) / rec["count"]) if rec["count"] else 0.0)
-            a = 0.0
-            for z, b in rec["calls"]:
-                gz = next(ograds)
-                if gz is not None:
-                    a += float((gz * (z.detach() - (0 if b is None else b.detach()))).sum())
-            radial.append(a)
+            for rec in self._input_norms:
+                rec.on = False
+            for g in gains:
+                g.requires_grad_(False)
+        n = len(self._params)
+        pgrads = [torch.zeros_like(p) if g is None else g for p, g in zip(self._params, grads[:n], strict=True)]
+        radial = [0.0 if dg is None else float(g) * float(dg) for g, dg in zip(gains, grads[n:], strict=True)]
+        rho = [rec.rms() for rec in self._input_norms]
         return loss, pgrads, rho, radial
 
     def step(self, closure):
