@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, help="initial states per step")
     p.add_argument("--seed", type=int)
     p.add_argument("--rescale", choices=["none", "path"], help="path-lifting rescaling at initialisation (ReLU)")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="fuse each rollout step with torch.compile: ~3x faster steps after 20-40 s of compilation "
+                        "(worth it from a few hundred steps; not with sphere-newton)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
@@ -55,7 +58,7 @@ def config_from_args(args):
             setattr(cc, name, getattr(args, name))
     if args.lipschitz is not None:
         cc.lipschitz = args.lipschitz
-    for name in ("optimizer", "objective", "steps", "batch", "rescale"):
+    for name in ("optimizer", "objective", "steps", "batch", "rescale", "compile"):
         if getattr(args, name) is not None:
             setattr(tc, name, getattr(args, name))
     if args.lr is not None:

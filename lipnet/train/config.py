@@ -54,6 +54,7 @@ class TrainConfig:
     checkpoint_every: int = 25
     rescale: str = "none"  # "path": path-lifting rescaling at initialisation (ReLU only)
     rescale_every: int = 0  # > 0: re-apply one rescaling sweep every K steps
+    compile: bool = False  # fuse each rollout step with torch.compile (plants.CompiledRollout); not with sphere-newton
 
 
 @dataclass

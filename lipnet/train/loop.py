@@ -17,7 +17,7 @@ import torch
 
 import plants
 from lipnet import __version__
-from lipnet.exceptions import LipnetDimension, RunFolderError
+from lipnet.exceptions import LipnetArgument, LipnetDimension, RunFolderError
 from lipnet.optim import make_optimizer
 from lipnet.train.checkpoint import atomic_torch_save, save_controller
 from lipnet.train.config import RunConfig, dump_toml
@@ -142,7 +142,11 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
     elif tc.rescale not in ("none", "path"):
         raise ValueError(f"rescale must be 'none' or 'path', got {tc.rescale!r}")
     opt = make_optimizer(tc.optimizer, controller, lr=tc.lr or None)
-    objective = make_objective(tc.objective, plant, lqr, horizon, tc.terminal)
+    if tc.compile and getattr(opt, "needs_double_backward", False):
+        raise LipnetArgument(f"optimizer {tc.optimizer} takes Hessian-vector products through the rollout, which a "
+                             "torch.compile'd rollout cannot differentiate twice; drop --compile (compile = false "
+                             "in [train]) or choose sphere-mm, agd or manifold-adam")
+    objective = make_objective(tc.objective, plant, lqr, horizon, tc.terminal, compile=tc.compile)
     # Direct policy optimisation from a random controller on an unstable plant sees exploding costs and
     # saturated, gradient-free actions; a short imitation of the saturated LQR expert starts it inside the
     # region of attraction.

@@ -21,14 +21,23 @@ class RolloutObjective:
 
     name = "rollout"
 
-    def __init__(self, plant, lqr, horizon: int, terminal: str = "lqr"):
+    def __init__(self, plant, lqr, horizon: int, terminal: str = "lqr", compile: bool = False):
         self.plant, self.lqr, self.horizon = plant, lqr, int(horizon)
         if terminal not in ("lqr", "none"):
             raise ValueError(f"terminal must be 'lqr' or 'none', got {terminal!r}")
         self.terminal = lqr.P if terminal == "lqr" else None  # the matrix: no LQR re-solve per step
+        self.compile = compile
+        self._compiled: tuple[Callable, plants.CompiledRollout] | None = None
+
+    def _rollout(self, policy: Callable, x0: torch.Tensor) -> plants.Rollout:
+        if not self.compile:
+            return plants.rollout(self.plant, policy, x0, horizon=self.horizon, terminal=self.terminal)
+        if self._compiled is None or self._compiled[0] is not policy:
+            self._compiled = (policy, plants.CompiledRollout(self.plant, policy))
+        return self._compiled[1](x0, horizon=self.horizon, terminal=self.terminal)
 
     def __call__(self, policy: Callable, x0: torch.Tensor) -> torch.Tensor:
-        roll = plants.rollout(self.plant, policy, x0, horizon=self.horizon, terminal=self.terminal)
+        roll = self._rollout(policy, x0)
         return roll.cost.mean() / self.lqr.cost(x0).mean().clamp_min(1e-12)
 
 
@@ -47,10 +56,11 @@ class ImitationObjective:
         return ((policy(x0) - target) ** 2).sum(-1).mean() / scale.clamp_min(1e-12)
 
 
-def make_objective(name: str, plant, lqr, horizon: int, terminal: str = "lqr", expert: Callable | None = None):
-    """The named objective (`rollout` or `imitation`) for `plant`."""
+def make_objective(name: str, plant, lqr, horizon: int, terminal: str = "lqr", expert: Callable | None = None,
+                   compile: bool = False):
+    """The named objective (`rollout` or `imitation`) for `plant`; `compile` fuses the rollout's steps."""
     if name == "rollout":
-        return RolloutObjective(plant, lqr, horizon, terminal)
+        return RolloutObjective(plant, lqr, horizon, terminal, compile=compile)
     if name == "imitation":
         return ImitationObjective(plant, expert or lqr.policy)
     raise ValueError(f"unknown objective {name!r}; valid: rollout, imitation")
