@@ -144,11 +144,18 @@ def test_training_objective_uses_the_compiled_rollout(monkeypatch):
     torch.testing.assert_close(compiled, eager)
 
 
-def test_compile_with_sphere_newton_is_refused_with_the_fix(tmp_path):
+def test_compile_with_sphere_newton_is_refused_with_the_fix_before_any_folder_is_touched(tmp_path):
     cfg = RunConfig(plant="double_integrator")
     cfg.train.optimizer, cfg.train.compile, cfg.train.steps = "sphere-newton", True, 1
     with pytest.raises(LipnetArgument, match="sphere-newton .*cannot differentiate twice.*drop --compile"):
         train(cfg, tmp_path / "run", progress=False, log=lambda *a: None)
+    assert not (tmp_path / "run").exists()
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "controller.pt").write_bytes(b"a finished run")
+    with pytest.raises(LipnetArgument):  # --overwrite with a bad configuration must not delete the old run
+        train(cfg, old, overwrite=True, progress=False, log=lambda *a: None)
+    assert (old / "controller.pt").read_bytes() == b"a finished run"
 
 
 @pytest.mark.slow

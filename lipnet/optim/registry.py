@@ -12,7 +12,7 @@ import importlib
 
 import torch
 
-__all__ = ["OPTIMIZERS", "make_optimizer", "NEEDS_LR"]
+__all__ = ["OPTIMIZERS", "make_optimizer", "optimizer_class", "NEEDS_LR"]
 
 OPTIMIZERS = {
     "agd": "lipnet.optim.agd:AGD",
@@ -25,15 +25,20 @@ OPTIMIZERS = {
 NEEDS_LR = {"adam": 1e-3, "sgd": 1e-2}
 
 
-def make_optimizer(name: str, model: torch.nn.Module, lr: float | None = None, **options) -> torch.optim.Optimizer:
-    """Build the named optimiser over `model`; `lr` only for the baselines (`adam`, `sgd`) and `manifold-adam`."""
+def optimizer_class(name: str) -> type:
+    """The class registered under `name` (a clear error for an unknown or unavailable one)."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
     mod_name, cls_name = OPTIMIZERS[name].split(":")
     try:
-        cls = getattr(importlib.import_module(mod_name), cls_name)
+        return getattr(importlib.import_module(mod_name), cls_name)
     except (ImportError, AttributeError):
         raise ValueError(f"optimizer {name!r} is not available in this version of lipnet") from None
+
+
+def make_optimizer(name: str, model: torch.nn.Module, lr: float | None = None, **options) -> torch.optim.Optimizer:
+    """Build the named optimiser over `model`; `lr` only for the baselines (`adam`, `sgd`) and `manifold-adam`."""
+    cls = optimizer_class(name)
     if name in NEEDS_LR:
         return cls(model.parameters(), lr=NEEDS_LR[name] if lr is None else lr, **options)
     if lr is not None:

@@ -19,6 +19,7 @@ import plants
 from lipnet import __version__
 from lipnet.exceptions import LipnetArgument, LipnetDimension, RunFolderError
 from lipnet.optim import make_optimizer
+from lipnet.optim.registry import optimizer_class
 from lipnet.train.checkpoint import atomic_torch_save, save_controller
 from lipnet.train.config import RunConfig, dump_toml
 from lipnet.train.losses import make_objective
@@ -104,6 +105,23 @@ def _info_string(info: dict | None) -> str:
     return ";".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
 
 
+def _check_config(cfg: RunConfig):
+    """The plant, once the configuration is known to be consistent with it (before any folder is touched)."""
+    plant = plants.load(cfg.plant)
+    for name in ("n_x", "n_u"):
+        want = getattr(cfg.controller, name)
+        if want and want != getattr(plant, name):
+            raise LipnetDimension(f"the configuration says {name} = {want} but plant {cfg.plant!r} has "
+                                  f"{name} = {getattr(plant, name)}; fix [controller] {name} or the plant spec")
+    tc = cfg.train
+    opt_cls = optimizer_class(tc.optimizer)  # an unknown name fails here, not after the folder is replaced
+    if tc.compile and getattr(opt_cls, "needs_double_backward", False):
+        raise LipnetArgument(f"optimizer {tc.optimizer} takes Hessian-vector products through the rollout, which a "
+                             "torch.compile'd rollout cannot differentiate twice; drop --compile (compile = false "
+                             "in [train]) or choose sphere-mm, agd or manifold-adam")
+    return plant
+
+
 def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool = False,
           progress: bool = True, log=print, stop_after: int | None = None) -> TrainResult:
     """Train a controller for `cfg.plant`; everything lands in the run folder `out`.
@@ -111,22 +129,19 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
     `resume` continues from the last checkpoint (identical to an uninterrupted run for the same seed);
     `stop_after` ends the run early after that many steps of this call (used to test resumption).
     """
-    run_dir = prepare_run_dir(out, resume=resume, overwrite=overwrite)
     state = None
     if resume:
+        run_dir = prepare_run_dir(out, resume=True, overwrite=overwrite)
         state = torch.load(run_dir / TRAIN_STATE, map_location="cpu", weights_only=False)
         saved = RunConfig.from_dict(state["config"])
         if saved.to_dict() != cfg.to_dict():
             log(f"resuming {run_dir} with its recorded configuration (options given now are ignored)")
         cfg = saved
     dtype = _dtype(cfg.dtype)
+    plant = _check_config(cfg)
+    if not resume:  # only a valid configuration may replace (--overwrite) an existing run folder
+        run_dir = prepare_run_dir(out, resume=False, overwrite=overwrite)
     torch.manual_seed(cfg.seed)
-    plant = plants.load(cfg.plant)
-    for name in ("n_x", "n_u"):
-        want = getattr(cfg.controller, name)
-        if want and want != getattr(plant, name):
-            raise LipnetDimension(f"the configuration says {name} = {want} but plant {cfg.plant!r} has "
-                                  f"{name} = {getattr(plant, name)}; fix [controller] {name} or the plant spec")
     lqr = plants.lqr(plant)
     tc, cc = cfg.train, cfg.controller
     # Training rollouts are truncated (the LQR terminal cost stands in for the tail); evaluation runs the
@@ -142,10 +157,6 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
     elif tc.rescale not in ("none", "path"):
         raise ValueError(f"rescale must be 'none' or 'path', got {tc.rescale!r}")
     opt = make_optimizer(tc.optimizer, controller, lr=tc.lr or None)
-    if tc.compile and getattr(opt, "needs_double_backward", False):
-        raise LipnetArgument(f"optimizer {tc.optimizer} takes Hessian-vector products through the rollout, which a "
-                             "torch.compile'd rollout cannot differentiate twice; drop --compile (compile = false "
-                             "in [train]) or choose sphere-mm, agd or manifold-adam")
     objective = make_objective(tc.objective, plant, lqr, horizon, tc.terminal, compile=tc.compile)
     # Direct policy optimisation from a random controller on an unstable plant sees exploding costs and
     # saturated, gradient-free actions; a short imitation of the saturated LQR expert starts it inside the
