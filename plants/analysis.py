@@ -1,7 +1,8 @@
-"""Linearisation at the equilibrium (exact reverse mode, or torch.func.jacrev) and the discrete LQR baseline."""
+"""Linearisation at the equilibrium (torch.func.jacrev, or batched reverse mode) and the discrete LQR baseline."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,17 +15,23 @@ __all__ = ["linearize", "lqr", "LQR", "LQRPolicy"]
 
 
 def _jacobians(plant: Plant, x0: torch.Tensor, u0: torch.Tensor, method: str) -> tuple[np.ndarray, np.ndarray]:
+    if method not in ("jacrev", "batched"):
+        raise ValueError(f"method must be 'jacrev' or 'batched', got {method!r}")
     if method == "jacrev":
         def one(x, u):
             return plant.step(x.unsqueeze(0), u.unsqueeze(0)).squeeze(0)
 
-        A, B = torch.func.jacrev(one, argnums=(0, 1))(x0, u0)
-        return A.detach().numpy(), B.detach().numpy()
-    if method != "batched":
-        raise ValueError(f"method must be 'batched' or 'jacrev', got {method!r}")
+        try:
+            with torch.inference_mode(False):
+                A, B = torch.func.jacrev(one, argnums=(0, 1))(x0.clone(), u0.clone())
+            return A.detach().numpy(), B.detach().numpy()
+        except Exception as e:  # e.g. a user step that calls .item() or numpy: functorch cannot transform it
+            warnings.warn(f"torch.func.jacrev could not differentiate {plant.name}.step ({type(e).__name__}: {e}); "
+                          "linearising by reverse mode over a batch instead (the same exact Jacobians)",
+                          RuntimeWarning, stacklevel=3)
     # Reverse mode over n_x copies of (x0, u0): row i of the output is seeded with e_i, so one backward pass
-    # gives every row of both Jacobians (batch rows are independent). Exact like jacrev, but without
-    # jacrev's first-call import of torch._dynamo (5-12 s on a loaded CPU), which every CLI command would pay.
+    # gives every row of both Jacobians (batch rows are independent). Exact like jacrev; works for any step
+    # that plain autograd can differentiate.
     n = plant.n_x
     with torch.inference_mode(False), torch.enable_grad():
         x0, u0 = x0.clone(), u0.clone()
@@ -37,12 +44,12 @@ def _jacobians(plant: Plant, x0: torch.Tensor, u0: torch.Tensor, method: str) ->
     return A.detach().numpy(), B.detach().numpy()
 
 
-def linearize(plant: Plant, x=None, u=None, method: str = "batched"):
+def linearize(plant: Plant, x=None, u=None, method: str = "jacrev"):
     """Discrete linearisation of `plant.step` at `(x, u)` (default the equilibrium), exact, float64.
 
     Returns a `control.StateSpace` in deviation coordinates `δx⁺ = A δx + B δu` with `dt = plant.dt`,
-    `C = I`, `D = 0`. `method`: `"batched"` (reverse mode over a batch of copies, default) or `"jacrev"`
-    (`torch.func.jacrev`); both give the same matrices.
+    `C = I`, `D = 0`. `method`: `"jacrev"` (`torch.func.jacrev`, default; a step it cannot transform falls
+    back to the next with a warning) or `"batched"` (reverse mode over a batch of copies); same matrices.
     """
     import control
 

@@ -1,6 +1,7 @@
 """Plants: dynamics vs solve_ivp, ZOH vs control.c2d, linearisation, LQR, rollouts and their gradients."""
 
 import math
+import warnings
 
 import control
 import numpy as np
@@ -156,11 +157,12 @@ def test_linearize_matches_finite_differences(name):
     for at_eq in (True, False):
         x0 = torch.as_tensor(plant.x_eq) if at_eq else plant.sample_initial(1, generator=gen, dtype=torch.float64)[0]
         u0 = torch.as_tensor(plant.u_eq)
-        sys = plants.linearize(plant, x0, u0)
-        if name in ("pendulum", "cartpole") and not at_eq:  # the torch.func path agrees exactly
-            jr = plants.linearize(plant, x0, u0, method="jacrev")
-            np.testing.assert_allclose(jr.A, sys.A, rtol=1e-12, atol=1e-14)
-            np.testing.assert_allclose(jr.B, sys.B, rtol=1e-12, atol=1e-14)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # jacrev must not have fallen back on a built-in
+            sys = plants.linearize(plant, x0, u0)
+        rm = plants.linearize(plant, x0, u0, method="batched")  # the plain reverse-mode path agrees exactly
+        np.testing.assert_allclose(rm.A, sys.A, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(rm.B, sys.B, rtol=1e-12, atol=1e-14)
         assert sys.dt == plant.dt and np.array_equal(sys.C, np.eye(plant.n_x))
         h = 1e-6
         fd_A = np.stack([(plant.step((x0 + h * e)[None], u0[None]) - plant.step((x0 - h * e)[None], u0[None]))[0]
@@ -169,6 +171,32 @@ def test_linearize_matches_finite_differences(name):
                          .numpy() / (2 * h) for e in torch.eye(plant.n_u, dtype=torch.float64)], 1)
         np.testing.assert_allclose(sys.A, fd_A, rtol=1e-6, atol=1e-7 * max(1, np.abs(fd_A).max()))
         np.testing.assert_allclose(sys.B, fd_B, rtol=1e-6, atol=1e-7 * max(1, np.abs(fd_B).max()))
+
+
+def test_linearize_falls_back_when_jacrev_cannot_transform_the_step():
+    class Spring(torch.autograd.Function):  # old-style (ctx in forward): autograd yes, functorch transforms no
+        @staticmethod
+        def forward(ctx, q):
+            ctx.save_for_backward(q)
+            return 2.0 * q + q ** 3
+
+        @staticmethod
+        def backward(ctx, g):
+            (q,) = ctx.saved_tensors
+            return g * (2.0 + 3.0 * q ** 2)
+
+    def f(x, u):
+        return torch.stack([x[..., 1], -Spring.apply(x[..., 0]) + u[..., 0]], -1)
+
+    plant = plants.FunctionPlant(f, n_x=2, n_u=1, dt=0.1, name="itemplant")
+    with pytest.warns(RuntimeWarning, match="jacrev could not differentiate itemplant.step .*reverse mode"):
+        sys = plants.linearize(plant)
+    ref = plants.linearize(plant, method="batched")
+    np.testing.assert_allclose(sys.A, ref.A, rtol=0, atol=0)
+    exact = control.c2d(control.ss([[0, 1], [-2, 0]], [[0], [1]], np.eye(2), np.zeros((2, 1))), 0.1)
+    np.testing.assert_allclose(sys.A, exact.A, rtol=1e-5)  # RK4 over one 0.1 s step: O(h^5) from ZOH
+    with pytest.raises(ValueError, match="method must be 'jacrev' or 'batched'"):
+        plants.linearize(plant, method="forward")
 
 
 def test_cartpole_lqr_matches_field_notes():
