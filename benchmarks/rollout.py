@@ -70,9 +70,16 @@ def main(argv=None) -> int:
     ap.add_argument("--horizon", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--policy", choices=["mlp", "controller"], default="mlp",
+                    help="mlp: the issue's 2x64 ReLU nn.Sequential; controller: what `lipnet train` trains (2x64 tanh "
+                         "Frobenius-normalised lipnet Controller with input/output scaling and saturation); "
+                         "try --policy controller --batch 128 --horizon 100, the training shape")
     ap.add_argument("--eager-only", action="store_true", help="skip the two compiled variants (no compilation)")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "rollout.json"))
+    ap.add_argument("--out", help="JSON path (default benchmarks/results/rollout.json, rollout_controller.json)")
     args = ap.parse_args(argv)
+    if args.out is None:
+        name = "rollout.json" if args.policy == "mlp" else "rollout_controller.json"
+        args.out = os.path.join(os.path.dirname(__file__), "results", name)
     if args.quick:
         args.batch, args.horizon, args.repeats = 1024, 50, 3
     torch.set_num_threads(args.threads)
@@ -83,7 +90,14 @@ def main(argv=None) -> int:
               f"representative (try --threads 1); the side-by-side ratio is", file=sys.stderr)
     torch.manual_seed(0)
     plant = plants.load("cartpole")
-    policy = nn.Sequential(nn.Linear(4, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))
+    if args.policy == "mlp":
+        policy = nn.Sequential(nn.Linear(4, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))
+    else:
+        from lipnet.train.normalise import build_controller, plan_controller
+
+        gen = torch.Generator().manual_seed(0)
+        plan = plan_controller(plant, plants.lqr(plant), lipschitz=0.0, factor=4.0, generator=gen)
+        policy = build_controller(plant, plan, [64, 64], "tanh", "frobenius", "clip", generator=gen)
     x0 = plant.sample_initial(args.batch, "train")
 
     # Same numbers from both (sanity: they simulate the same thing).
@@ -123,7 +137,8 @@ def main(argv=None) -> int:
                 "warmup_s": compile_s[k]}
             for k, v in times.items()}
     base = rows["obvious loop"]["median_s"]
-    print(f"cart-pole rollout fwd+bwd, batch {args.batch}, horizon {args.horizon}, 2x64 ReLU MLP, "
+    what = "2x64 ReLU MLP" if args.policy == "mlp" else "2x64 tanh lipnet Controller"
+    print(f"cart-pole rollout fwd+bwd, batch {args.batch}, horizon {args.horizon}, {what}, "
           f"{args.threads} threads, median of {args.repeats}")
     print(f"{'variant':<34}{'median s':>10}{'M steps/s':>12}{'speed-up':>10}{'paired':>9}{'warm-up s':>11}")
     for k, r in rows.items():
@@ -132,7 +147,8 @@ def main(argv=None) -> int:
     print("target: 1.5 M steps/s where the obvious loop does 0.7 M, i.e. a paired speed-up of 2.14x")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
-        json.dump({"batch": args.batch, "horizon": args.horizon, "threads": args.threads, "repeats": args.repeats,
+        json.dump({"policy": args.policy, "batch": args.batch, "horizon": args.horizon, "threads": args.threads,
+                   "repeats": args.repeats,
                    "torch": torch.__version__, "python": platform.python_version(),
                    "load_avg": os.getloadavg(), "results": rows,
                    "speedup": {k: base / r["median_s"] for k, r in rows.items()}}, fh, indent=2)
