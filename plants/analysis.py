@@ -25,7 +25,7 @@ def _jacobians(plant: Plant, x0: torch.Tensor, u0: torch.Tensor, method: str) ->
             with torch.inference_mode(False):
                 A, B = torch.func.jacrev(one, argnums=(0, 1))(x0.clone(), u0.clone())
             return A.detach().numpy(), B.detach().numpy()
-        except Exception as e:  # e.g. a user step that calls .item() or numpy: functorch cannot transform it
+        except Exception as e:  # e.g. a user step with an old-style autograd.Function: functorch refuses it
             warnings.warn(f"torch.func.jacrev could not differentiate {plant.name}.step ({type(e).__name__}: {e}); "
                           "linearising by reverse mode over a batch instead (the same exact Jacobians)",
                           RuntimeWarning, stacklevel=3)

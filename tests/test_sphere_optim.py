@@ -255,6 +255,9 @@ def test_mm_measurements_equal_their_per_call_definitions_through_a_rollout():
     assert rho == pytest.approx(rho_ref, rel=1e-12)
     assert radial == pytest.approx(radial_ref, rel=1e-9, abs=1e-12)
     assert all(not lin.gain.requires_grad for lin in model.layers)  # the gains are buffers again
+    assert all(len(lin._forward_hooks) == 1 for lin in model.layers)
+    opt.close()
+    assert all(not lin._forward_hooks for lin in model.layers)
 
 
 def test_mm_step_through_a_compiled_rollout_keeps_one_graph():

@@ -318,7 +318,8 @@ class SphereMM(_CurveOptimizer):
 
     Parameters
     ----------
-    model : a `Controller` (or chain of `FrobeniusLinear` layers), (a persistent forward hook per layer measures ρ_l).
+    model : a `Controller` (or chain of `FrobeniusLinear` layers); a forward hook per layer measures ρ_l (`close()`
+        removes them).
     loss_curvature : initial β (1 for a mean ½‖f − y‖² loss).
     relax : factor by which β shrinks after an accepted step (≥ 1; 1 keeps β monotone).
     max_backtracks, max_angle, renormalize : safeguards and base-point normalisation (module docstring).
@@ -340,8 +341,14 @@ class SphereMM(_CurveOptimizer):
         self._memory.setdefault("beta", float(loss_curvature))
         # Registered once: a hook object that changed at every step would make dynamo recompile every step.
         self._input_norms = [_InputNorms() for _ in self.layers]
-        for info, rec in zip(self.layers, self._input_norms, strict=True):
-            info.module.register_forward_hook(rec)
+        self._hooks = [info.module.register_forward_hook(rec)
+                       for info, rec in zip(self.layers, self._input_norms, strict=True)]
+
+    def close(self) -> None:
+        """Remove this optimiser's measuring hooks from the model (idle between steps, but kept until then)."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, **options) -> SphereMM:
