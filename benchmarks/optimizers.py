@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--hidden", default="64,64")
     ap.add_argument("--orthogonal", action="store_true", help="manifold-adam on orthogonal layers")
     ap.add_argument("--quick", action="store_true", help="2 plants, 60 steps, 2 seeds, 3 learning rates")
+    ap.add_argument("--tag", default="", help="write optimizers_TAG.json/.png (keeps earlier results)")
     args = ap.parse_args()
     sweep = SWEEP
     if args.quick:
@@ -109,10 +110,11 @@ def main() -> None:
         print(f"| {t['plant']} | {t['optimizer']} | {lr} | {t['median_final_ratio']:.4f} | "
               f"{t['median_success']:.0%} | {t['median_wall_s']:.1f} |")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "optimizers.json").write_text(json.dumps({"args": vars(args), "table": table, "runs": runs},
-                                                        indent=1, default=float))
-    _plot(table, runs, RESULTS / "optimizers.png")
-    print(f"\nwrote {RESULTS / 'optimizers.json'} and optimizers.png")
+    stem = f"optimizers_{args.tag}" if args.tag else "optimizers"
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"args": vars(args), "table": table, "runs": runs},
+                                                     indent=1, default=float))
+    _plot(table, runs, RESULTS / f"{stem}.png")
+    print(f"\nwrote {RESULTS / (stem + '.json')} and {stem}.png")
 
 
 def _plot(table, runs, path):
