@@ -145,7 +145,7 @@ def test_grassmann_step_is_invariant_under_a_change_of_basis():
             opt.zero_grad()
             loss = loss_fn(p)
             loss.backward()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             opt.step()
         runs.append((p.detach().clone(), losses))
     (ya, la), (yb, lb) = runs
