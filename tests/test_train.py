@@ -101,11 +101,13 @@ def test_config_toml_round_trip(tmp_path):
 def test_run_folder_contents_and_construction_bound(tmp_path):
     cfg = _cfg()
     cfg.controller.lipschitz = 7.5
+    cfg.train.optimizer = "sphere-mm"  # the default, which measures through forward hooks
     res = train(cfg, tmp_path / "r", progress=False, log=lambda *a: None)
     for name in ("controller.pt", "config.toml", "metrics.csv", "train_state.pt"):
         assert (tmp_path / "r" / name).exists()
     assert res.controller.lipschitz_bound() == pytest.approx(7.5, rel=1e-5)
     assert np.isfinite(res.summary["evaluation"]["cost_ratio_to_lqr_optimum"])
+    assert not any(m._forward_hooks for m in res.controller.modules())  # the optimiser took its hooks back
 
 
 def test_cli_trains_an_npz_plant_and_writes_the_report(tmp_path, capsys):

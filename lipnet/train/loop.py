@@ -213,6 +213,8 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
             _checkpoint(run_dir, cfg, controller, opt, gen, rows, step + 1, plant, plan)
         if done:
             break
+    if hasattr(opt, "close"):  # the returned controller carries no optimiser hooks
+        opt.close()
     final_step = rows[-1]["step"] if rows else 0
     summary = {}
     if final_step >= tc.steps:
