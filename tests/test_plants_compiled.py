@@ -105,7 +105,7 @@ def test_untraceable_policy_falls_back_to_eager_with_one_warning():
     inner = _mlp(2, 1)
 
     def policy(x):
-        if float(x.abs().sum()) > -1.0:  # a data-dependent Python branch: dynamo cannot keep one graph
+        if float(x.detach().abs().sum()) > -1.0:  # a data-dependent Python branch: dynamo cannot keep one graph
             return inner(x)
         return -inner(x)
 
