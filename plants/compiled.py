@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from .base import Plant
-from .rollout import Rollout, _prepare, check_action, run_loop
+from .rollout import Rollout, check_action, prepare, run_loop
 
 __all__ = ["CompiledRollout"]
 
@@ -62,7 +62,7 @@ class CompiledRollout:
 
     def __call__(self, x0: torch.Tensor, horizon: int | None = None, terminal=None) -> Rollout:
         """Roll out from `x0` `[b, n_x]` for `horizon` steps; `terminal` as in `plants.rollout`."""
-        T, P = _prepare(self.plant, x0, horizon, terminal)
+        T, P = prepare(self.plant, x0, horizon, terminal)
         if T:
             with torch.no_grad():  # a clear error for a wrong policy output, before anything is traced
                 check_action(self.plant, x0[:1], self.policy(x0[:1]))

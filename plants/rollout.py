@@ -51,7 +51,7 @@ def rollout(plant: Plant, policy: Callable[[torch.Tensor], torch.Tensor], x0: to
     The cost is `Σ_{t<T} stage_cost(x_t, u_t)` plus the terminal term; differentiable w.r.t. the policy
     parameters and `x0`. `plants.CompiledRollout` runs the same loop with each step fused by `torch.compile`.
     """
-    T, P = _prepare(plant, x0, horizon, terminal)
+    T, P = prepare(plant, x0, horizon, terminal)
     limited = clip and (plant.u_low is not None or plant.u_high is not None)
 
     def closed_loop(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,7 +65,8 @@ def rollout(plant: Plant, policy: Callable[[torch.Tensor], torch.Tensor], x0: to
     return run_loop(plant, closed_loop, x0, T, P)
 
 
-def _prepare(plant: Plant, x0: torch.Tensor, horizon: int | None, terminal) -> tuple[int, np.ndarray | None]:
+def prepare(plant: Plant, x0: torch.Tensor, horizon: int | None, terminal) -> tuple[int, np.ndarray | None]:
+    """The horizon and terminal matrix of a rollout, with clear errors for a bad `x0` or `horizon`."""
     T = plant.horizon if horizon is None else int(horizon)
     if x0.dim() != 2 or x0.shape[1] != plant.n_x:
         raise ValueError(f"x0 must be [batch, {plant.n_x}], got {tuple(x0.shape)}")
