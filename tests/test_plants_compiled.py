@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 
+import control
 import numpy as np
 import pytest
 import torch
@@ -34,9 +35,22 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("name", BUILTINS)
+def _user_function_plant():
+    def f(x, u):  # a damped pendulum written by a user, as plants.load("file.py:fn") would return it
+        return torch.stack([x[..., 1], -9.81 * torch.sin(x[..., 0]) - 0.1 * x[..., 1] + u[..., 0]], -1)
+
+    return plants.FunctionPlant(f, n_x=2, n_u=1, dt=0.05, name="userpend", u_low=-2.0, u_high=2.0)
+
+
+PLANT_MAKERS = {name: (lambda name=name: plants.load(name)) for name in BUILTINS}
+PLANT_MAKERS["lti-statespace"] = lambda: plants.from_lti(
+    control.ss([[0, 1], [-2, -0.3]], [[0], [1]], np.eye(2), np.zeros((2, 1))), dt=0.05)
+PLANT_MAKERS["user-function"] = _user_function_plant
+
+
+@pytest.mark.parametrize("name", PLANT_MAKERS)
 def test_whole_step_traces_in_one_graph_and_matches_eager(name):
-    p = plants.load(name)
+    p = PLANT_MAKERS[name]()
     policy = _mlp(p.n_x, p.n_u)
     x0 = p.sample_initial(6, "eval", generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     ref = plants.rollout(p, policy, x0, horizon=7, terminal="lqr")
