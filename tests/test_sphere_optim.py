@@ -249,7 +249,7 @@ def test_mm_measurements_equal_their_per_call_definitions_through_a_rollout():
         h.remove()
     flat = [z for calls in outs for z, _ in calls]
     gz = iter(torch.autograd.grad(loss, flat))
-    radial_ref = [sum(float((next(gz) * (z - b)).sum()) for z, b in calls) for calls in outs]
+    radial_ref = [sum(float((next(gz) * (z - b)).sum().detach()) for z, b in calls) for calls in outs]
     rho_ref = [math.sqrt(q / r) for q, r in zip(sq, rows, strict=True)]
     _, _, rho, radial = opt._measure(lambda: closed_loop_cost(model, x0))
     assert rho == pytest.approx(rho_ref, rel=1e-12)
