@@ -305,7 +305,8 @@ def test_cli_hil_run_against_served_model(torchless_agent, model, tmp_path, caps
     rep = cli()  # the loop's laws are checked on the API run above; this checks the command's plumbing
     assert rep["steps"] == 200 and rep["misses"]["ratio"] < 0.05
     assert rep["timing"]["rtt_us"]["n"] == rep["packets"]["on_time"] == 200 - rep["misses"]["count"]
-    assert rep["reference"]["parity"]["equal"] and (out / "report.json").exists()
+    # equal over the steps before the first miss (None only if the very first tick missed: nothing to compare)
+    assert rep["reference"]["parity"]["equal"] in (True, None) and (out / "report.json").exists()
 
 
 def test_loss_injection_counts_every_drop(torchless_agent, plant):
