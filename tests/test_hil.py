@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from toys import quick_onnx  # a fast ONNX twin shared with the simulate tests
 
 import plants
 from hil import wire
@@ -41,21 +42,13 @@ BLOCK_TORCH = ("import sys, runpy\n"
                "runpy.run_module('hil.device', run_name='__main__', alter_sys=True)\n")
 
 
-def _export(controller: Controller, path: Path) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(controller.eval(), (torch.zeros(1, controller.n_x),), str(path), input_names=["state"],
-                          output_names=["action"], dynamo=False)
-    return path
-
-
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     torch.manual_seed(1)
     ctrl = Controller(2, 1, hidden=(32, 32), u_low=[-1.0], u_high=[1.0], gains=2.0)
     folder = tmp_path_factory.mktemp("hil_model")
     save_controller(ctrl, folder, plant=PLANT, dt=0.005)
-    return _export(ctrl, folder / "controller.onnx")
+    return quick_onnx(ctrl, folder / "controller.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +221,7 @@ def _cleanest_run(run, attempts: int = 3):
     best = None
     for i in range(attempts):
         result = run(i)
-        rep = result[0] if isinstance(result, tuple) else result
+        rep = result[0]
         if best is None or rep["misses"]["count"] < best[0]["misses"]["count"]:
             best = (rep, result)
         if rep["misses"]["count"] == 0:

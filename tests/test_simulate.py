@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import torch
+from toys import quick_onnx  # a fast ONNX twin shared with the HIL tests
 
 import plants
 from hil.simulate import load_policy, simulate
@@ -27,14 +26,7 @@ def run_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("sim_run")
     save_controller(ctrl, folder, plant=PLANT, dt=0.005)
     # A quick ONNX twin with the metadata `lipnet export` writes (the full exporter is tested in the slow test).
-    path = folder / "controller.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(ctrl.eval(), (torch.zeros(1, 2),), str(path), input_names=["state"],
-                          output_names=["action"], dynamo=False)
-    model = onnx.load(str(path))
-    onnx.helper.set_model_props(model, {"lipnet.plant": PLANT, "lipnet.dt": "0.005"})
-    onnx.save(model, str(path))
+    quick_onnx(ctrl, folder / "controller.onnx", {"lipnet.plant": PLANT, "lipnet.dt": "0.005"})
     return folder
 
 
