@@ -53,6 +53,8 @@ class CompiledRollout:
             try:
                 return self._compiled(x, lo, hi)
             except Exception as e:  # compilation is an optimisation only: never let it break a rollout
+                with torch.no_grad():  # but a wrong policy output is the caller's error: say so, do not fall back
+                    check_action(self.plant, x[:1], self.policy(x[:1]))
                 first = (str(e).strip().splitlines() or [""])[0]
                 self.fallback_reason = f"{type(e).__name__}: {first}"
                 warnings.warn(f"torch.compile of the closed-loop step of {self.plant.name} failed "
@@ -63,9 +65,6 @@ class CompiledRollout:
     def __call__(self, x0: torch.Tensor, horizon: int | None = None, terminal=None) -> Rollout:
         """Roll out from `x0` `[b, n_x]` for `horizon` steps; `terminal` as in `plants.rollout`."""
         T, P = prepare(self.plant, x0, horizon, terminal)
-        if T:
-            with torch.no_grad():  # a clear error for a wrong policy output, before anything is traced
-                check_action(self.plant, x0[:1], self.policy(x0[:1]))
         lo, hi = self.plant.clip_bounds(x0) if self.limited else (None, None)
         return run_loop(self.plant, lambda x, t: self._closed_loop(x, lo, hi), x0, T, P)
 
