@@ -17,7 +17,6 @@ import contextlib
 import io
 import logging
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -27,13 +26,16 @@ import numpy as np
 import torch
 
 from lipnet.exceptions import LipnetError
+from lipnet.fileio import atomic_path
 
-from .bounds import perturbation_slack, run_certificate, spectral_product
+from .bounds import run_certificate
 from .errors import ExportError, ParityError
-from .folded import _groupsort_permuted, fold_controller
+from .folded import fold_controller
 from .metadata import FORMAT, load_model, read_metadata, set_metadata
 from .parity import FLOAT32_TOLERANCE, FP16_TOLERANCE, compare, parity_states, torch_actions, working_magnitude
+from .recertify import exported_bounds, recheck
 from .reference import NumpyPolicy, linear_weights
+from .runtime import DIGEST_KEY, graph_digest
 
 __all__ = ["export_controller", "ExportReport", "DEFAULT_OPSET", "MIN_OPSET"]
 
@@ -87,18 +89,18 @@ def _resolve(controller_or_run_dir, plant, dt):
         dt if dt is not None else ckpt.get("dt"), ckpt
 
 
-def _temp_in(out: Path) -> Path:
-    parent = out.parent
-    if not parent.is_dir():
-        raise ExportError(f"destination folder {parent} does not exist; create it or choose another --out")
+def _destination(out: Path) -> Path:
+    """`out`, its folder created; a clear error when it cannot be written."""
     if out.is_dir():
         raise ExportError(f"destination {out} is a folder; give a file name such as {out / 'controller.onnx'}")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=parent)
+        out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ExportError(f"cannot write to {parent} ({exc.strerror or exc}); choose a writable --out") from None
-    os.close(fd)
-    return Path(tmp)
+        raise ExportError(f"cannot create the folder {out.parent} ({exc.strerror or exc}); choose another --out") \
+            from None
+    if not os.access(out.parent, os.W_OK):
+        raise ExportError(f"cannot write to {out.parent}; choose a writable --out")
+    return out
 
 
 def _torch_export(module, n_x: int, opset: int):
@@ -129,26 +131,28 @@ def _limits_meta(controller) -> dict:
             "saturation": controller.saturation if controller.has_limits else "none"}
 
 
-def _bounds(controller, model, fp16: bool, cert) -> tuple[float, list[dict], list[np.ndarray]]:
+def _bounds(controller, model, fp16: bool) -> tuple[float, list[dict]]:
+    """Sound bounds computed on the weights in the file (never taken from a certificate), and the reference."""
     exported = linear_weights(model)
-    reference = controller.folded_weights()
-    if controller.activation == "groupsort":
-        reference = _groupsort_permuted(reference)
-    reference = [w for w, _ in reference]
     where = "float16 weights (exact arithmetic)" if fp16 else "float32 weights in the .onnx"
-    slack = perturbation_slack(reference, exported)
-    entries = [{"method": "spectral-product", "value": spectral_product(exported), "sound": True,
-                "applies_to": where, "note": "Π‖Ŵ_l‖₂ of the weights read back from the file, float64 SVD"},
-               {"method": "construction", "value": float(controller.lipschitz_bound()), "sound": False,
-                "applies_to": "the checkpoint's parametrisation in exact arithmetic",
-                "note": "by construction of the layers; for reference (not re-checked on the exported weights)"}]
-    if cert.bound is not None:
-        entries.append({"method": f"certificate:{cert.method}", "value": cert.bound + slack, "sound": True,
-                        "applies_to": where,
-                        "note": f"run certificate's tightest bound {cert.bound:.6g} + weight-rounding slack "
-                                f"{slack:.3g}"})
+    entries = exported_bounds(exported, controller.activation, where)
+    entries.append({"method": "construction", "value": float(controller.lipschitz_bound()), "sound": False,
+                    "applies_to": "the checkpoint's parametrisation",
+                    "note": "by construction of the layers; for reference (not re-checked on the exported weights)"})
     upper = min(e["value"] for e in entries if e["sound"])
-    return upper, entries, exported
+    return upper, entries
+
+
+def _plant_object(spec: str):
+    """The plant for re-checking a closed-loop claim, or None where the spec does not load here."""
+    if not spec:
+        return None
+    import plants
+
+    try:
+        return plants.load(spec)
+    except Exception:  # noqa: BLE001 - a closed-loop claim then cannot be re-checked, and recheck refuses it
+        return None
 
 
 def _parity(controller, model_path: Path, plant: str, samples: int, seed: int, tol: float) -> dict:
@@ -191,27 +195,34 @@ def export_controller(controller_or_run_dir, out_path, opset: int = DEFAULT_OPSE
     t0 = time.perf_counter()
     if int(opset) < MIN_OPSET:
         raise ExportError(f"opset {opset} is below {MIN_OPSET}, the minimum of the dynamo exporter; use --opset 18+")
+    if not 1 <= int(samples) <= 10_000_000:
+        raise ExportError(f"samples must be from 1 to 10000000 parity states per region (default 10000), got {samples}")
     controller, run_dir, plant, dt, ckpt = _resolve(controller_or_run_dir, plant, dt)
-    out = Path(out_path)
-    tmp = _temp_in(out)
+    out = _destination(Path(out_path))
     tol = float(tolerance) if tolerance is not None else (FP16_TOLERANCE if fp16 else FLOAT32_TOLERANCE)
+    # Every claim of the run's certificate is re-verified before anything is written.
+    cert, fresh = recheck(run_certificate(run_dir, controller), controller, _plant_object(plant))
     try:
-        model = _torch_export(fold_controller(controller, torch.float16 if fp16 else torch.float32),
-                              controller.n_x, int(opset))
-        cert = run_certificate(run_dir, controller)
-        upper, entries, exported = _bounds(controller, model, fp16, cert)
-        report = _write_checked(controller, model, tmp, plant, dt, ckpt, cert, upper, entries, fp16, int(opset),
-                                samples, seed, tol)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        with atomic_path(out) as tmp:
+            model = _torch_export(fold_controller(controller, torch.float16 if fp16 else torch.float32),
+                                  controller.n_x, int(opset))
+            produced = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+            if produced != int(opset):
+                raise ExportError(f"opset {opset} was asked for but torch {torch.__version__}'s exporter produced "
+                                  f"opset {produced}; use an opset it supports (--opset {produced})")
+            upper, entries = _bounds(controller, model, fp16)
+            report = _write_checked(controller, model, tmp, plant, dt, ckpt, cert, fresh, upper, entries, fp16,
+                                    int(opset), samples, seed, tol)
+    except OSError as exc:
+        if isinstance(exc, LipnetError):
+            raise
+        raise ExportError(f"cannot write to {out.parent} ({exc.strerror or exc}); choose a writable --out") from None
     report.path, report.seconds = str(out), time.perf_counter() - t0
     return report
 
 
-def _write_checked(controller, model, tmp: Path, plant, dt, ckpt, cert, upper, entries, fp16, opset, samples,
-                   seed, tol) -> ExportReport:
+def _write_checked(controller, model, tmp: Path, plant, dt, ckpt, cert, fresh, upper, entries, fp16, opset,
+                   samples, seed, tol) -> ExportReport:
     import onnx
 
     from lipnet import __version__
@@ -226,7 +237,8 @@ def _write_checked(controller, model, tmp: Path, plant, dt, ckpt, cert, upper, e
             "lipnet.action_limits": _limits_meta(controller), "lipnet.activation": controller.activation,
             "lipnet.hidden": list(controller.hidden), "lipnet.precision": precision,
             "lipnet.lipschitz_upper": upper, "lipnet.lipschitz_bounds": entries,
-            "lipnet.certificate": cert.certificate if cert.status == "verified" else own_cert,
+            "lipnet.certificate": ({**fresh, "source": "recomputed by lipnet export; the run's certificate.json "
+                                    "matched it"} if cert.status == "verified" else own_cert),
             "lipnet.certificate_status": {"status": cert.status, "reason": cert.reason},
             "lipnet.exporter": {"exporter": "torch.onnx.export(dynamo=True)", "opset": opset,
                                 "torch": torch.__version__, "onnx": onnx.__version__}}
@@ -255,8 +267,12 @@ def _write_checked(controller, model, tmp: Path, plant, dt, ckpt, cert, upper, e
     else:
         meta_extra = {}
     set_metadata(model, {"lipnet.parity": parity, **meta_extra})
+    # Last: the digest of the graph (weights included) that every loader checks (metadata is outside it).
+    set_metadata(model, {DIGEST_KEY: graph_digest(model.SerializeToString())})
     tmp.write_bytes(model.SerializeToString())
     # The file as written: loads, checks, carries the metadata and the very weights the bound was computed on.
+    if graph_digest(tmp.read_bytes()) != read_metadata(tmp).get(DIGEST_KEY):
+        raise ExportError("the graph digest of the written file differs from the one recorded in it")
     written = load_model(tmp)
     if [w.tobytes() for w in linear_weights(written)] != [w.tobytes() for w in linear_weights(model)]:
         raise ExportError("the weights read back from the written file differ from the certified ones")

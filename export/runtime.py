@@ -14,6 +14,7 @@ costs about 35 µs in 1.32) is used instead.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -25,7 +26,8 @@ import numpy as np
 import onnxruntime as ort
 
 __all__ = ["session", "ControllerSession", "ModelError", "ProviderError", "ProviderFallbackWarning",
-           "PROVIDERS", "CALL_PATHS", "INPUT_NAME", "OUTPUT_NAME", "decode_metadata", "provider_chain"]
+           "PROVIDERS", "CALL_PATHS", "INPUT_NAME", "OUTPUT_NAME", "decode_metadata", "provider_chain",
+           "graph_digest", "DIGEST_KEY"]
 
 INPUT_NAME, OUTPUT_NAME = "state", "action"
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
@@ -59,6 +61,50 @@ def decode_metadata(props: dict[str, str]) -> dict:
         except (TypeError, ValueError):
             out[key] = text
     return out
+
+
+DIGEST_KEY = "lipnet.graph_sha256"  # sha256 of the serialized graph (weights included), written by lipnet export
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= len(buf) or shift > 63:
+            raise ModelError("the file is not a valid ONNX protobuf (truncated varint)")
+        byte = buf[i]
+        value |= (byte & 0x7F) << shift
+        i, shift = i + 1, shift + 7
+        if not byte & 0x80:
+            return value, i
+
+
+def graph_digest(model: bytes) -> str:
+    """sha256 of the `graph` field (nodes and weights) of a serialized ONNX ModelProto, metadata excluded.
+
+    Walks the top-level protobuf fields by hand (no onnx package needed on a board); the graph is field 7.
+    """
+    buf, i, found = bytes(model), 0, []
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        field_no, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            _, i = _varint(buf, i)
+        elif wire_type == 1:
+            i += 8
+        elif wire_type == 5:
+            i += 4
+        elif wire_type == 2:
+            length, i = _varint(buf, i)
+            if i + length > len(buf):
+                raise ModelError("the file is not a valid ONNX protobuf (a field runs past the end: truncated)")
+            if field_no == 7:
+                found.append(buf[i:i + length])
+            i += length
+        else:
+            raise ModelError(f"the file is not a valid ONNX protobuf (wire type {wire_type})")
+    if len(found) != 1:
+        raise ModelError(f"the file holds {len(found)} ONNX graphs, not one")
+    return hashlib.sha256(found[0]).hexdigest()
 
 
 def _canonical(provider: str) -> str:

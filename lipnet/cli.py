@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or exc.__class__.__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `lipnet` console script; returns the exit code."""
     parser = build_parser()
@@ -74,11 +78,18 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input (a plant spec, an option, a file) gets its message, not a traceback; LIPNET_DEBUG=1 shows it.
         if os.environ.get("LIPNET_DEBUG"):
             raise
-        print(f"lipnet {args.command}: error: {exc}", file=sys.stderr)
+        print(f"lipnet {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"lipnet {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug still gets one line, and the way to see it
+        if os.environ.get("LIPNET_DEBUG"):
+            raise
+        print(f"lipnet {args.command}: internal error: {exc.__class__.__name__}: {_one_line(exc)[:300]} (a bug in "
+              "lipnet: rerun "
+              "with LIPNET_DEBUG=1 for the traceback and report it)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

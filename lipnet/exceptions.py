@@ -1,6 +1,7 @@
 """Exceptions of lipnet; each subclasses the builtin a caller would catch."""
 
-__all__ = ["LipnetError", "LipnetDimension", "LipnetArgument", "CertificationError", "RunFolderError"]
+__all__ = ["LipnetError", "LipnetDimension", "LipnetArgument", "CertificationError", "RunFolderError",
+           "TrainingFailed"]
 
 
 class LipnetError(Exception):
@@ -21,3 +22,7 @@ class CertificationError(LipnetError, RuntimeError):
 
 class RunFolderError(LipnetError, OSError):
     """A run folder that is missing, not writable, or would be overwritten."""
+
+
+class TrainingFailed(LipnetError, RuntimeError):
+    """Training cannot produce a meaningful controller (e.g. most steps were non-finite); the message says why."""

@@ -105,7 +105,7 @@ def test_run_folder_contents_and_construction_bound(tmp_path):
     res = train(cfg, tmp_path / "r", progress=False, log=lambda *a: None)
     for name in ("controller.pt", "config.toml", "metrics.csv", "train_state.pt"):
         assert (tmp_path / "r" / name).exists()
-    assert res.controller.lipschitz_bound() == pytest.approx(7.5, rel=1e-5)
+    assert 7.5 <= res.controller.lipschitz_bound() <= 7.5 * (1 + 1e-3)  # + the float32 rounding margin
     assert np.isfinite(res.summary["evaluation"]["cost_ratio_to_lqr_optimum"])
     assert not any(m._forward_hooks for m in res.controller.modules())  # the optimiser took its hooks back
 

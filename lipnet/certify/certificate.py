@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +11,7 @@ import numpy as np
 
 from lipnet import __version__
 from lipnet.exceptions import CertificationError, RunFolderError
+from lipnet.fileio import atomic_write
 
 from .bounds import BoundRecord, upper_bounds
 from .empirical import LowerBound, Region, empirical_lower_bound
@@ -158,14 +157,7 @@ def write_certificate(cert: Certificate, run_dir) -> Path:
             raise RunFolderError(f"run folder {path} does not exist")
         path = path / CERTIFICATE_NAME
     text = cert.to_json() if isinstance(cert, Certificate) else json.dumps(_plain(cert), indent=2)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text + "\n")
     return path
 
 

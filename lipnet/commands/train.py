@@ -48,7 +48,7 @@ def config_from_args(args):
     if args.seed is not None:
         cfg.seed = args.seed
     cc, tc = cfg.controller, cfg.train
-    if args.hidden:
+    if args.hidden is not None:
         try:
             cc.hidden = [int(h) for h in args.hidden.split(",") if h.strip()]
         except ValueError:
@@ -68,14 +68,18 @@ def config_from_args(args):
 
 def run(args) -> int:
     import json
+    import math
 
     import torch
 
     import plants
+    from lipnet.exceptions import LipnetArgument
     from lipnet.train.loop import train
     from lipnet.train.report import write_report
 
-    torch.set_num_threads(max(1, args.threads))
+    if not 1 <= args.threads <= 1024:
+        raise LipnetArgument(f"--threads must be from 1 to 1024 (default 1), got {args.threads}")
+    torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
     if not args.resume and not args.plant and not args.config:
         print("lipnet train: no --plant given; using the default plant 'cartpole'")
@@ -86,8 +90,14 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(result.summary | {"report": str(report)}, indent=2, default=float))
     else:
-        print(f"closed-loop cost / LQR optimum: {ev['cost_ratio_to_lqr_optimum']:.4f}; "
+        # Both ratios: the LQR optimum of the linearised plant is unreachable with saturation or far from the
+        # equilibrium; the saturated LQR policy is what a user would deploy instead.
+        print(f"closed-loop cost / saturated LQR policy: {ev['cost_ratio_to_lqr_policy']:.4f}; "
+              f"/ LQR optimum of the linearised plant: {ev['cost_ratio_to_lqr_optimum']:.4f}; "
               f"stabilised {ev['success_rate']:.1%} of {ev['n_initial_states']} evaluation states; "
               f"Lipschitz bound {result.summary['lipschitz_bound_by_construction']:.4g}")
+        if not math.isfinite(ev["cost"]) or not math.isfinite(ev["cost_ratio_to_lqr_optimum"]):
+            print("warning: the closed loop diverged from some evaluation states; see the report before you "
+                  "certify or export this controller")
         print(f"report: {report}")
     return 0

@@ -39,8 +39,18 @@ class LipschitzLinear(nn.Module, metaclass=abc.ABCMeta):
         """The effective weight matrix `W` (out × in)."""
 
     def lipschitz(self) -> float:
-        """A sound upper bound on ‖W‖₂ that holds by construction."""
-        return float(self.gain)
+        """A sound upper bound on ‖W‖₂ of the weight as computed in floating point (`g`, inflated for rounding)."""
+        return float(self.gain) * (1.0 + self.rounding_margin())
+
+    def rounding_margin(self) -> float:
+        """Relative amount by which rounding can make the computed ‖W‖₂ exceed `g`.
+
+        `W = g·V/‖V‖` in precision u: the norm's sum of n squares is off by at most γ_n ≈ n·u relative (any
+        summation order), its square root by u, each entry's product and quotient by 2u, so ‖Ŵ‖ ≤ g(1 + (n/2+5)u);
+        (n + 10)·u leaves room for an SVD's backward error of the same order (SpectralLinear).
+        """
+        u = float(torch.finfo(self.gain.dtype).eps) / 2
+        return (self.in_features * self.out_features + 10) * u
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.linear(x, self.weight, self.bias)
@@ -98,9 +108,11 @@ class OrthogonalLinear(LipschitzLinear):
         return self.gain * y
 
     def lipschitz(self) -> float:
-        # ‖Y‖₂ = sqrt(‖YᵀY‖₂): sound even if the frame drifted off the manifold.
+        # ‖Y‖₂ = sqrt(‖YᵀY‖₂): sound even if the frame drifted off the manifold; W = fl(g·Y) adds one rounding,
+        # the float64 eigenvalue a relative error far below 1e-12.
         y = self.frame.detach().double()
-        return float(self.gain) * math.sqrt(float(torch.linalg.matrix_norm(y.T @ y, ord=2)))
+        norm = math.sqrt(float(torch.linalg.matrix_norm(y.T @ y, ord=2)))
+        return float(self.gain) * norm * (1.0 + float(torch.finfo(self.frame.dtype).eps) + 1e-12)
 
 
 class PlainLinear(LipschitzLinear):
@@ -118,7 +130,8 @@ class PlainLinear(LipschitzLinear):
         return self.raw_weight
 
     def lipschitz(self) -> float:
-        return float(torch.linalg.matrix_norm(self.raw_weight.detach().double(), ord=2))
+        # The weight is used as stored: only the float64 SVD's relative error (~1e-13 here) needs a margin.
+        return float(torch.linalg.matrix_norm(self.raw_weight.detach().double(), ord=2)) * (1.0 + 1e-9)
 
 
 LAYER_KINDS = {"frobenius": FrobeniusLinear, "spectral": SpectralLinear,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import torch
 
 from lipnet import __version__
 from lipnet.exceptions import RunFolderError
+from lipnet.fileio import atomic_write
 from lipnet.nn import Controller
 
 __all__ = ["save_controller", "load_checkpoint", "load_controller", "atomic_torch_save", "CHECKPOINT_NAME"]
@@ -25,16 +25,8 @@ FORMAT = "lipnet-controller/1"
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """`torch.save` to a temporary file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """`torch.save` through `lipnet.fileio.atomic_write`: never a half-written file."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_controller(controller: Controller, path: str | os.PathLike, plant: str = "", dt: float | None = None,

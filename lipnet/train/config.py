@@ -7,6 +7,7 @@ The run folder's `config.toml` records every choice (auto values resolved), so t
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,31 @@ class ControllerConfig:
     n_x: int = 0  # 0: from the plant; otherwise checked against it
     n_u: int = 0
 
+    def validate(self) -> None:
+        """Raise `LipnetArgument` naming the first value no controller can be built from, and its fix."""
+        from lipnet.nn.activations import ACTIVATIONS
+        from lipnet.nn.controller import SATURATIONS
+
+        if not self.hidden or any(not _is_int(h) or h < 1 for h in self.hidden):
+            raise LipnetArgument(f"hidden widths must be one or more integers >= 1 (e.g. --hidden 64,64), got "
+                                 f"{self.hidden!r}")
+        if max(self.hidden) > 65536 or len(self.hidden) > 64:
+            raise LipnetArgument(f"hidden widths {self.hidden!r} are far beyond a controller's size (at most 64 "
+                                 "layers of 65536); choose e.g. --hidden 64,64")
+        _choice("activation", self.activation, ACTIVATIONS, "--activation")
+        _choice("layer", self.layer, ("frobenius", "spectral", "orthogonal", "plain"), "--layer")
+        _choice("saturation", self.saturation, SATURATIONS, "[controller] saturation")
+        if not (self.lipschitz == 0.0 or (math.isfinite(self.lipschitz) and self.lipschitz > 0)):
+            raise LipnetArgument(f"--lipschitz must be a finite number > 0 (or 0 / absent for the automatic bound), "
+                                 f"got {self.lipschitz!r}")
+        if not (math.isfinite(self.lipschitz_factor) and self.lipschitz_factor > 0):
+            raise LipnetArgument(f"[controller] lipschitz_factor must be a finite number > 0 (default 4), got "
+                                 f"{self.lipschitz_factor!r}")
+        for name in ("n_x", "n_u"):
+            if getattr(self, name) < 0:
+                raise LipnetArgument(f"[controller] {name} must be >= 0 (0: from the plant), got "
+                                     f"{getattr(self, name)!r}")
+
 
 @dataclass
 class TrainConfig:
@@ -56,6 +82,26 @@ class TrainConfig:
     rescale_every: int = 0  # > 0: re-apply one rescaling sweep every K steps
     compile: bool = False  # fuse each rollout step with torch.compile (plants.CompiledRollout); not with sphere-newton
 
+    def validate(self) -> None:
+        """Raise `LipnetArgument` naming the first value the training loop cannot run with, and its fix."""
+        from lipnet.optim.registry import OPTIMIZERS
+
+        _choice("optimizer", self.optimizer, OPTIMIZERS, "--optimizer")
+        _choice("objective", self.objective, ("rollout", "imitation"), "--objective")
+        _choice("initial_states", self.initial_states, ("train", "mix"), "[train] initial_states")
+        _choice("terminal", self.terminal, ("lqr", "none"), "[train] terminal")
+        _choice("rescale", self.rescale, ("none", "path"), "--rescale")
+        for name, low, flag in (("steps", 1, "--steps"), ("batch", 1, "--batch"), ("eval_batch", 1, None),
+                                ("eval_every", 1, None), ("checkpoint_every", 1, None), ("warmup", 0, None),
+                                ("horizon", 0, None), ("rescale_every", 0, None)):
+            value = getattr(self, name)
+            if not _is_int(value) or value < low or value > _LIMITS.get(name, 10**7):
+                where = flag or f"[train] {name}"
+                raise LipnetArgument(f"{where} must be an integer from {low} to {_LIMITS.get(name, 10**7)}, "
+                                     f"got {value!r}")
+        if not (math.isfinite(self.lr) and self.lr >= 0):
+            raise LipnetArgument(f"--lr must be a finite number >= 0 (0: the optimiser's default), got {self.lr!r}")
+
 
 @dataclass
 class RunConfig:
@@ -69,6 +115,17 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def validate(self) -> RunConfig:
+        """Check every value (raises `LipnetArgument` naming it and the fix); returns self."""
+        if not isinstance(self.plant, str) or not self.plant.strip():
+            raise LipnetArgument(f"plant must be a plant spec such as 'cartpole', got {self.plant!r}")
+        if not _is_int(self.seed) or not 0 <= self.seed < MAX_SEED:
+            raise LipnetArgument(f"--seed must be an integer from 0 to {MAX_SEED - 1}, got {self.seed!r}")
+        _choice("dtype", self.dtype, ("float32", "float64"), "dtype")
+        self.controller.validate()
+        self.train.validate()
+        return self
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
@@ -84,6 +141,20 @@ class RunConfig:
                 raise LipnetArgument(f"unknown config key {key!r}; valid top-level keys: plant, seed, dtype, "
                                      "[controller], [train]")
         return cls(**kwargs)
+
+
+MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; the evaluation states use seed + 1
+# Upper limits that keep a run within a machine's memory and a human's patience (the default of others: 10**7).
+_LIMITS = {"batch": 10**6, "eval_batch": 10**6, "horizon": 100_000}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _choice(name: str, value, valid, flag: str) -> None:
+    if value not in valid:
+        raise LipnetArgument(f"{flag} must be one of {', '.join(valid)}; got {value!r}")
 
 
 def _build(cls, values: dict, section: str):

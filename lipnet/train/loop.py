@@ -17,14 +17,14 @@ import torch
 
 import plants
 from lipnet import __version__
-from lipnet.exceptions import LipnetArgument, LipnetDimension, RunFolderError
+from lipnet.exceptions import LipnetArgument, LipnetDimension, RunFolderError, TrainingFailed
 from lipnet.optim import make_optimizer
 from lipnet.optim.registry import optimizer_class
 from lipnet.train.checkpoint import atomic_torch_save, save_controller
 from lipnet.train.config import RunConfig, dump_toml
 from lipnet.train.losses import make_objective
 from lipnet.train.normalise import build_controller, plan_controller
-from lipnet.train.rundir import CONFIG, METRICS, TRAIN_STATE, atomic_write_text, prepare_run_dir
+from lipnet.train.rundir import CONFIG, METRICS, TRAIN_STATE, atomic_write_text, check_run_dir, prepare_run_dir
 
 __all__ = ["train", "TrainResult", "evaluate", "Evaluator"]
 
@@ -105,6 +105,23 @@ def _info_string(info: dict | None) -> str:
     return ";".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
 
 
+def load_train_state(run_dir: Path) -> dict:
+    """The resumable state of a run, read as plain tensors and Python values (a pickle never runs code here)."""
+    path = run_dir / TRAIN_STATE
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a crafted pickle is refused by weights_only; a truncated file fails to parse
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+        raise RunFolderError(f"{path} is not a readable lipnet training state ({exc.__class__.__name__}: {first}); "
+                             "it may be corrupted or not written by lipnet: start a new run with --overwrite") \
+            from None
+    keys = {"config", "controller", "optimizer", "generator", "metrics", "step"}
+    if not isinstance(state, dict) or not keys <= set(state):
+        raise RunFolderError(f"{path} is not a lipnet training state (keys {sorted(keys)} expected); start a new "
+                             "run with --overwrite")
+    return state
+
+
 def _check_config(cfg: RunConfig):
     """The plant, once the configuration is known to be consistent with it (before any folder is touched)."""
     plant = plants.load(cfg.plant)
@@ -131,12 +148,13 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
     """
     state = None
     if resume:
-        run_dir = prepare_run_dir(out, resume=True, overwrite=overwrite)
-        state = torch.load(run_dir / TRAIN_STATE, map_location="cpu", weights_only=False)
+        run_dir = check_run_dir(out, resume=True, overwrite=overwrite)
+        state = load_train_state(run_dir)
         saved = RunConfig.from_dict(state["config"])
         if saved.to_dict() != cfg.to_dict():
             log(f"resuming {run_dir} with its recorded configuration (options given now are ignored)")
         cfg = saved
+    cfg.validate()
     dtype = _dtype(cfg.dtype)
     plant = _check_config(cfg)
     if not resume:  # only a valid configuration may replace (--overwrite) an existing run folder
@@ -208,9 +226,15 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
                 bar.set_postfix(loss=f"{loss_value:.4g}", eval=f"{ev['cost_ratio_to_lqr_optimum']:.4g}")
         rows.append(row)
         steps_this_call += 1
+        failure = _failing(rows)
         done = step + 1 == tc.steps or (stop_after is not None and steps_this_call >= stop_after)
-        if (step + 1) % tc.checkpoint_every == 0 or done:
+        if (step + 1) % tc.checkpoint_every == 0 or done or failure:
             _checkpoint(run_dir, cfg, controller, opt, gen, rows, step + 1, plant, plan)
+        if failure:
+            raise TrainingFailed(f"{failure}; the last finite controller is in {run_dir / 'controller.pt'}. The "
+                                 f"rollout produced NaN/inf: check that plant {plant.spec!r} returns finite "
+                                 "states for the training states and actions (a user f(x, u) that divides by zero "
+                                 "or overflows?), or lower --lipschitz")
         if done:
             break
     if hasattr(opt, "close"):  # the returned controller carries no optimiser hooks
@@ -220,6 +244,26 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
     if final_step >= tc.steps:
         summary = _summarise(plant, controller, evaluator, tc, plan, rows, rescale_info)
     return TrainResult(controller=controller, run_dir=run_dir, metrics=rows, summary=summary)
+
+
+# A run stops with an error when this many steps in a row, or more than half of its steps (from 20 on), were
+# undone for a non-finite loss or update: the result would be the untrained or last finite controller.
+MAX_SKIPPED_IN_A_ROW = 10
+
+
+def _failing(rows: list[dict]) -> str | None:
+    """Why the run must stop (too many skipped steps), or None."""
+    skipped = [bool(r["skipped"]) for r in rows]
+    run = 0
+    for s in reversed(skipped):
+        if not s:
+            break
+        run += 1
+    if run >= MAX_SKIPPED_IN_A_ROW:
+        return f"the last {run} steps were all undone ({rows[-1]['skipped']})"
+    if len(rows) >= 20 and sum(skipped) * 2 > len(rows):
+        return f"{sum(skipped)} of {len(rows)} steps were undone (non-finite loss or update)"
+    return None
 
 
 def _sample_training_states(plant, tc, gen, dtype) -> torch.Tensor:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 import plants
+from lipnet.fileio import atomic_write
 from lipnet.train.rundir import atomic_write_text
 
 __all__ = ["write_report"]
@@ -38,7 +39,7 @@ def plot_loss(rows: list[dict], path: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
 
 
@@ -67,7 +68,7 @@ def plot_responses(plant, controller, lqr, x0: torch.Tensor, horizon: int, path:
     axes[0].set_title("closed loop: neural controller (solid) vs LQR (dashed)", fontsize=9)
     axes[-1].set_xlabel("time [s]")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
 
 
