@@ -7,7 +7,8 @@ import sys
 __all__ = ["add_arguments", "run", "EXAMPLE"]
 
 EXAMPLE = """examples:
-  lipnet certify runs/cartpole                      # every method, table on stdout, runs/cartpole/certificate.json
+  lipnet certify runs/cartpole                      # every fast method, table on stdout, runs/cartpole/certificate.json
+  lipnet certify runs/cartpole --method all         # also the cvxpy LipSDP cross-check (minutes on 64x64)
   lipnet certify runs/cartpole --require 2.0        # exit 1 unless the tightest sound bound is <= 2.0
   lipnet certify runs/dc --plant dcmotor --method spectral --method lipsdp-schur --json
 exit codes: 0 success, 1 --require failed, 2 error."""
@@ -20,8 +21,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run folder holding controller.pt")
     parser.add_argument("--plant", metavar="SPEC", default=None,
                         help="plant spec for the closed loop and the state region (default: the checkpoint's)")
-    parser.add_argument("--method", action="append", choices=sorted(METHODS), default=None,
-                        help="bound method (repeatable; default: all)")
+    parser.add_argument("--method", action="append", choices=[*sorted(METHODS), "all"], default=None,
+                        help="bound method (repeatable; default: every fast one; 'all' adds the slow cvxpy "
+                             "lipsdp-neuron cross-check)")
     parser.add_argument("--require", type=float, metavar="L", default=None,
                         help="exit 1 when the tightest sound upper bound exceeds L")
     parser.add_argument("--solver", default="SCS", choices=["SCS", "CLARABEL"], help="cvxpy solver for lipsdp-neuron")
@@ -76,6 +78,11 @@ def run(args) -> int:
 
     if args.require is not None and not args.require > 0:
         raise LipnetArgument(f"--require must be a positive number, got {args.require}")
+    from lipnet.certify import METHODS
+
+    methods = list(METHODS) if args.method and "all" in args.method else args.method
+    if args.sdp_max_neurons is not None and args.sdp_max_neurons < 0:
+        raise LipnetArgument(f"--sdp-max-neurons must be >= 0, got {args.sdp_max_neurons}")
     controller = load_controller(args.run_dir)
     spec = args.plant if args.plant is not None else (load_checkpoint(args.run_dir).get("plant") or "")
     plant = None
@@ -83,7 +90,7 @@ def run(args) -> int:
         import plants
 
         plant = plants.load(spec)
-    cert = certify_controller(controller, plant, methods=args.method, solver=args.solver,
+    cert = certify_controller(controller, plant, methods=methods, solver=args.solver,
                               sdp_max_neurons=args.sdp_max_neurons, closed_loop=not args.no_closed_loop,
                               iqc=args.iqc)
     path = write_certificate(cert, args.run_dir)

@@ -68,6 +68,9 @@ class Controller(nn.Module):
         if saturation not in SATURATIONS:
             raise ValueError(f"unknown saturation {saturation!r}; valid: {', '.join(SATURATIONS)}")
         hidden = tuple(int(h) for h in hidden)
+        if int(n_x) < 1 or int(n_u) < 1 or any(h < 1 for h in hidden):
+            raise LipnetDimension(f"a controller needs n_x, n_u and every hidden width >= 1; got n_x={n_x}, "
+                                  f"n_u={n_u}, hidden={hidden}")
         if activation == "groupsort" and any(h % 2 for h in hidden):
             raise LipnetDimension(f"groupsort needs even hidden widths, got {hidden}")
         self.n_x, self.n_u = int(n_x), int(n_u)

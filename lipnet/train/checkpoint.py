@@ -61,6 +61,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 def load_controller(path: str | os.PathLike) -> Controller:
     """The trained `Controller` (float32, eval mode) from a run folder or `controller.pt`."""
     ckpt = load_checkpoint(path)
-    controller = Controller.from_config(ckpt["config"])
-    controller.load_state_dict(ckpt["state_dict"])
+    try:
+        controller = Controller.from_config(ckpt["config"])
+        controller.load_state_dict(ckpt["state_dict"])
+    except Exception as exc:  # noqa: BLE001 - a checkpoint whose config or weights do not make a Controller
+        raise RunFolderError(f"{path}: the checkpoint does not rebuild a controller ({exc.__class__.__name__}: "
+                             f"{' '.join(str(exc).split())[:300]}); retrain it with `lipnet train`") from None
     return controller.eval()
