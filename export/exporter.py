@@ -100,7 +100,17 @@ def _destination(out: Path) -> Path:
             from None
     if not os.access(out.parent, os.W_OK):
         raise ExportError(f"cannot write to {out.parent}; choose a writable --out")
+    if out.exists() and not _is_lipnet_model(out):
+        raise ExportError(f"{out} exists and is not a model lipnet exported, so export will not replace it; remove "
+                          "it or choose another --out")
     return out
+
+
+def _is_lipnet_model(path: Path) -> bool:
+    try:
+        return read_metadata(path, check=False).get("lipnet.format") == FORMAT
+    except Exception:  # noqa: BLE001 - anything unreadable is not ours
+        return False
 
 
 def _torch_export(module, n_x: int, opset: int):

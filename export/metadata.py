@@ -68,6 +68,6 @@ def load_model(path: str | os.PathLike, check: bool = True):
     return model
 
 
-def read_metadata(path: str | os.PathLike) -> dict:
+def read_metadata(path: str | os.PathLike, check: bool = True) -> dict:
     """The decoded `metadata_props` of an exported controller (all keys; lipnet's start with `lipnet.`)."""
-    return decode_metadata({p.key: p.value for p in load_model(path).metadata_props})
+    return decode_metadata({p.key: p.value for p in load_model(path, check=check).metadata_props})

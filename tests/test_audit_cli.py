@@ -302,3 +302,16 @@ def test_train_headline_shows_both_ratios(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "saturated LQR policy" in out and "LQR optimum" in out
     assert math.isfinite(float(out.split("saturated LQR policy: ")[1].split(";")[0]))
+
+
+def test_export_replaces_only_a_model_it_made(trained, tmp_path, capsys):
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(b"\xff\xd8")
+    assert main(["export", str(trained), "--out", str(photo), "--samples", "50"]) == 2
+    assert "not a model lipnet exported" in _one_line_error(capsys)
+    assert photo.read_bytes() == b"\xff\xd8"
+    model = tmp_path / "c.onnx"
+    assert main(["export", str(trained), "--out", str(model), "--samples", "50"]) == 0
+    first = model.read_bytes()
+    assert main(["export", str(trained), "--out", str(model), "--samples", "50", "--fp16"]) == 0
+    assert model.read_bytes() != first

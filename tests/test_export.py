@@ -201,10 +201,10 @@ def test_parity_failure_refuses_and_leaves_no_file(exported, tmp_path, monkeypat
     del tampered.metadata_props[:]
     monkeypatch.setattr(exporter_mod, "_torch_export", lambda *a, **k: tampered)
     out = tmp_path / "controller.onnx"
-    out.write_bytes(b"previous model")
+    out.write_bytes(path.read_bytes())  # a previous export
     with pytest.raises(ParityError, match="disagrees with torch beyond 1e-05.*not written"):
         export.export_controller(ctl, out, samples=500)
-    assert out.read_bytes() == b"previous model"
+    assert out.read_bytes() == path.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["controller.onnx"]
 
 
