@@ -10,6 +10,9 @@ import torch
 from torch import nn
 
 from .base import Plant
+from .errors import PlantRuntimeError, PlantSpecError
+from .linear import LinearPlant
+from .ode import NOT_DIFFERENTIABLE, hints_not_differentiable
 
 __all__ = ["linearize", "lqr", "LQR", "LQRPolicy"]
 
@@ -26,9 +29,15 @@ def _jacobians(plant: Plant, x0: torch.Tensor, u0: torch.Tensor, method: str) ->
                 A, B = torch.func.jacrev(one, argnums=(0, 1))(x0.clone(), u0.clone())
             return A.detach().numpy(), B.detach().numpy()
         except Exception as e:  # e.g. a user step with an old-style autograd.Function: functorch refuses it
+            if hints_not_differentiable(e):  # reverse mode below says what is wrong without this detour
+                return _reverse_mode(plant, x0, u0)
             warnings.warn(f"torch.func.jacrev could not differentiate {plant.name}.step ({type(e).__name__}: {e}); "
                           "linearising by reverse mode over a batch instead (the same exact Jacobians)",
                           RuntimeWarning, stacklevel=3)
+    return _reverse_mode(plant, x0, u0)
+
+
+def _reverse_mode(plant: Plant, x0: torch.Tensor, u0: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     # Reverse mode over n_x copies of (x0, u0): row i of the output is seeded with e_i, so one backward pass
     # gives every row of both Jacobians (batch rows are independent). Exact like jacrev; works for any step
     # that plain autograd can differentiate.
@@ -37,11 +46,61 @@ def _jacobians(plant: Plant, x0: torch.Tensor, u0: torch.Tensor, method: str) ->
         x0, u0 = x0.clone(), u0.clone()
         xb = x0.expand(n, -1).clone().requires_grad_()
         ub = u0.expand(n, -1).clone().requires_grad_()
-        y = plant.step(xb, ub)
+        try:
+            y = plant.step(xb, ub)
+        except Exception as e:
+            if hints_not_differentiable(e):
+                cause = e.__cause__ if isinstance(e, PlantRuntimeError) and e.__cause__ else e  # torch's own words
+                raise PlantSpecError(f"{NOT_DIFFERENTIABLE.format(which='x and u')} [{plant.name}: "
+                                     f"{type(cause).__name__}: {cause}]") from e
+            raise
+        if not y.requires_grad:
+            raise PlantSpecError(f"{NOT_DIFFERENTIABLE.format(which='x and u')} [{plant.name}: its output is not "
+                                 f"connected to x or u in the autograd graph]")
         A, B = torch.autograd.grad(y, (xb, ub), grad_outputs=torch.eye(n, dtype=y.dtype), allow_unused=True)
     B = torch.zeros_like(ub) if B is None else B
     A = torch.zeros_like(xb) if A is None else A
     return A.detach().numpy(), B.detach().numpy()
+
+
+def _check_differentiable(plant: Plant, x0: torch.Tensor, u0: torch.Tensor, A: np.ndarray, B: np.ndarray) -> None:
+    """Refuse Jacobian columns that autograd finds trivial (0, or e_j for x) while the step clearly moves.
+
+    That is the mark of a step computed partly outside autograd (numpy, `.item()`, `.detach()`): RK4 keeps the
+    identity part of `∂x⁺/∂x` and drops the rest, and the LQR would then fail as "not stabilisable".
+    Central differences in float64 (relative step 1e-6) tell "moves" from rounding (≈1e-10) by a wide margin.
+    """
+    if isinstance(plant, LinearPlant):  # matrix products: autograd follows them by construction
+        return
+    n, m = plant.n_x, plant.n_u
+    z = torch.cat([x0, u0]).detach()
+    h = 1e-6 * z.abs().clamp_min(1.0)
+    zs = torch.cat([z + torch.diag(h), z - torch.diag(h)])
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            # One row per call: a step that reads one row (u[0, 0].item()) must not see the others' perturbations.
+            y = torch.cat([plant.step(r[None, :n], r[None, n:]) for r in zs])
+            y0 = plant.step(x0[None], u0[None])
+    except Exception:  # a diagnostic only: a step that refuses this batch was linearised fine, let it be
+        return
+    fd = ((y[: n + m] - y[n + m:]) / (2 * h[:, None])).T.numpy()
+    ad = np.hstack([A, B])
+    eye = np.eye(n)
+    tol = 1e-7 * (1.0 + float(y0.abs().max()))
+    bad = []
+    for j in range(n + m):
+        trivial = not ad[:, j].any() or (j < n and np.array_equal(ad[:, j], eye[:, j]))
+        if trivial and np.abs(fd[:, j] - ad[:, j]).max() > tol:
+            bad.append(j)
+    if bad:
+        which = " and ".join(w for w, cols in (("x", [j for j in bad if j < n]), ("u", [j for j in bad if j >= n]))
+                             if cols)
+        names = [*plant.state_names, *plant.input_names]
+        worst = max(bad, key=lambda j: np.abs(fd[:, j] - ad[:, j]).max())
+        raise PlantSpecError(f"{NOT_DIFFERENTIABLE.format(which=which)} [{plant.name}: autograd sees no effect of "
+                             f"{', '.join(names[j] for j in bad)} on the step (beyond the RK4 identity) but finite "
+                             f"differences do (up to {np.abs(fd[:, worst] - ad[:, worst]).max():.3g}); or f is not "
+                             f"smooth at this point (abs, sign, relu or clamp at a kink)]")
 
 
 def linearize(plant: Plant, x=None, u=None, method: str = "jacrev"):
@@ -50,6 +109,7 @@ def linearize(plant: Plant, x=None, u=None, method: str = "jacrev"):
     Returns a `control.StateSpace` in deviation coordinates `δx⁺ = A δx + B δu` with `dt = plant.dt`,
     `C = I`, `D = 0`. `method`: `"jacrev"` (`torch.func.jacrev`, default; a step it cannot transform falls
     back to the next with a warning) or `"batched"` (reverse mode over a batch of copies); same matrices.
+    A step that autograd cannot follow (numpy, `.item()`, `.detach()`) is a `PlantSpecError` saying so.
     """
     import control
 
@@ -57,6 +117,7 @@ def linearize(plant: Plant, x=None, u=None, method: str = "jacrev"):
         x0 = torch.as_tensor(plant.x_eq if x is None else x, dtype=torch.float64).reshape(plant.n_x).clone()
         u0 = torch.as_tensor(plant.u_eq if u is None else u, dtype=torch.float64).reshape(plant.n_u).clone()
     A, B = _jacobians(plant, x0, u0, method)
+    _check_differentiable(plant, x0, u0, A, B)
     return control.ss(A, B, np.eye(plant.n_x), np.zeros((plant.n_x, plant.n_u)), plant.dt)
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-__all__ = ["Plant", "InitialStates"]
+from .errors import PlantSpecError
+from .options import MAX_HORIZON, positive_int
+
+__all__ = ["Plant", "InitialStates", "initial_states", "positive_number", "real_array"]
 
 
 @dataclass
@@ -34,7 +38,9 @@ class Plant:
     Attributes: `n_x`, `n_u`, `dt` (sample time, > 0), `x_eq`, `u_eq` (equilibrium),
     `u_low`, `u_high` (actuator limits, None if unlimited), `Q`, `R` (stage cost on deviations from
     the equilibrium), `init_train`, `init_eval` (initial-state distributions; eval is the harder one),
-    `horizon` (default rollout length in steps), `state_names`, `state_units`, `input_names`, `spec`.
+    `horizon` (default rollout length in steps, at most `MAX_HORIZON`), `state_names`, `state_units`,
+    `input_names` (one per state / input, or empty for defaults), `spec`. Construction checks them all and
+    raises `PlantSpecError` naming the first bad one.
     """
 
     n_x: int
@@ -58,22 +64,26 @@ class Plant:
     _consts: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        n, m = self.n_x, self.n_u
-        self.x_eq = np.zeros(n) if self.x_eq is None else np.asarray(self.x_eq, float).reshape(n)
-        self.u_eq = np.zeros(m) if self.u_eq is None else np.asarray(self.u_eq, float).reshape(m)
-        self.Q = np.eye(n) if self.Q is None else np.asarray(self.Q, float).reshape(n, n)
-        self.R = np.eye(m) if self.R is None else np.asarray(self.R, float).reshape(m, m)
+        # Checked here, once, so a bad plant fails when it is built, not hours later in a rollout or a plot.
+        n = self.n_x = positive_int(self.n_x, "n_x")
+        m = self.n_u = positive_int(self.n_u, "n_u")
+        self.dt = positive_number(self.dt, "dt")
+        self.horizon = positive_int(self.horizon, "horizon", MAX_HORIZON)
+        self.x_eq = np.zeros(n) if self.x_eq is None else real_array(self.x_eq, "x_eq", (n,))
+        self.u_eq = np.zeros(m) if self.u_eq is None else real_array(self.u_eq, "u_eq", (m,))
+        self.Q = np.eye(n) if self.Q is None else real_array(self.Q, "Q", (n, n))
+        self.R = np.eye(m) if self.R is None else real_array(self.R, "R", (m, m))
         if self.u_low is not None:
-            self.u_low = np.broadcast_to(np.asarray(self.u_low, float), (m,)).copy()
+            self.u_low = real_array(self.u_low, "u_low", (m,), broadcast=True, infinite=True)
         if self.u_high is not None:
-            self.u_high = np.broadcast_to(np.asarray(self.u_high, float), (m,)).copy()
+            self.u_high = real_array(self.u_high, "u_high", (m,), broadcast=True, infinite=True)
         if self.init_train is None:
             self.init_train = InitialStates(np.ones(n))
         if self.init_eval is None:
             self.init_eval = InitialStates(1.5 * np.asarray(self.init_train.scale))
-        self.state_names = self.state_names or [f"x{i}" for i in range(n)]
-        self.state_units = self.state_units or ["" for _ in range(n)]
-        self.input_names = self.input_names or [f"u{i}" for i in range(m)]
+        self.state_names = _names(self.state_names, n, "state_names", "n_x", "state") or [f"x{i}" for i in range(n)]
+        self.state_units = _names(self.state_units, n, "state_units", "n_x", "state") or ["" for _ in range(n)]
+        self.input_names = _names(self.input_names, m, "input_names", "n_u", "input") or [f"u{i}" for i in range(m)]
 
     def step(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """One sample period: `x` is `[batch, n_x]`, `u` is `[batch, n_u]`; differentiable."""
@@ -133,3 +143,69 @@ class Plant:
         dx = x - self.const("x_eq", x)
         du = u - self.const("u_eq", u)
         return ((dx @ self.const("Q", x)) * dx).sum(-1) + ((du @ self.const("R", u)) * du).sum(-1)
+
+
+def positive_number(value, key: str) -> float:
+    """`value` as one finite float > 0, or `PlantSpecError` naming `key`."""
+    try:
+        x = float(value) if not isinstance(value, (bool, str)) and np.ndim(value) == 0 else math.nan
+    except (TypeError, ValueError):
+        x = math.nan
+    if not (math.isfinite(x) and x > 0):
+        raise PlantSpecError(f"{key} must be > 0 (one finite number), got {value!r}")
+    return x
+
+
+def real_array(value, key: str, shape: tuple[int, ...], broadcast: bool = False, infinite: bool = False) -> np.ndarray:
+    """`value` as a real float array of `shape` (`broadcast`: or a scalar), finite unless `infinite`.
+
+    Raises `PlantSpecError` naming `key` for complex, non-numeric, wrongly sized or non-finite values.
+    """
+    if np.iscomplexobj(value):  # numpy would drop the imaginary part with only a ComplexWarning
+        raise PlantSpecError(f"{key} is complex; a plant needs real numbers (pass .real if the imaginary part is 0)")
+    try:
+        arr = np.array(value, dtype=float)
+    except (TypeError, ValueError):
+        raise PlantSpecError(f"{key} must be numbers, got {value!r}") from None
+    size = math.prod(shape)
+    if broadcast and arr.size == 1:
+        arr = np.full(shape, arr.reshape(-1)[0])
+    if arr.size != size:
+        raise PlantSpecError(f"{key} has {arr.size} values (shape {arr.shape}); it must have shape {shape}"
+                             f"{' or be one number' if broadcast else ''}")
+    arr = arr.reshape(shape)
+    if np.isnan(arr).any() or (not infinite and np.isinf(arr).any()):
+        raise PlantSpecError(f"{key} has NaN{'' if infinite else ' or infinite'} entries: {arr.tolist()}")
+    return arr
+
+
+def _names(names, n: int, key: str, dim: str, what: str) -> list[str]:
+    """`names` as a list of `n` strings (empty: none given), or `PlantSpecError` naming `key`."""
+    if names is None:
+        return []
+    if isinstance(names, (str, bytes)) or np.ndim(names) != 1:
+        raise PlantSpecError(f"{key} must be a list of strings, one per {what}, got {names!r}")
+    names = [str(s) for s in names]
+    if names and len(names) != n:
+        raise PlantSpecError(f"{key} has {len(names)} entries but the plant has {dim} = {n}; give one per {what} "
+                             f"(or none for the defaults)")
+    return names
+
+
+def initial_states(x0_std, x0_box, n: int) -> dict[str, InitialStates]:
+    """`init_train`, `init_eval` from `x0_std` (Gaussian std) or `x0_box` (uniform box half-widths); eval is 1.5×.
+
+    Either may be a scalar or `n` values; with neither, the Gaussian `x0_std = 1`.
+    """
+    if x0_std is not None and x0_box is not None:
+        raise PlantSpecError("give x0_std (Gaussian std) or x0_box (uniform box half-width), not both")
+    if x0_box is not None:
+        key, value, kind = "x0_box", x0_box, "uniform"
+    else:
+        key, value, kind = "x0_std", 1.0 if x0_std is None else x0_std, "normal"
+    if np.size(value) not in (1, n):
+        raise PlantSpecError(f"{key} must be 1 or {n} finite values >= 0, got {np.asarray(value).tolist()}")
+    scale = real_array(value, key, (n,), broadcast=True)
+    if (scale < 0).any():
+        raise PlantSpecError(f"{key} must be 1 or {n} finite values >= 0, got {scale.tolist()}")
+    return {"init_train": InitialStates(scale, kind), "init_eval": InitialStates(1.5 * scale, kind)}

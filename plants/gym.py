@@ -1,4 +1,10 @@
-"""Gymnasium wrapper: `plants.gym.make(spec)` gives a `gymnasium.Env` over any plant (gymnasium imported lazily).
+"""Gymnasium wrapper: `plants.gym.make(spec)` gives a `gymnasium.Env` over any plant.
+
+Importing this module registers gymnasium ids (gymnasium ≥ 1.0 has no plugin discovery, so `import plants.gym`
+first, or name the module in the id: `gymnasium.make("plants.gym:lipnet/Pendulum-v0")`): `lipnet/<Class>-v0`
+for each built-in (`lipnet/Pendulum-v0`, `lipnet/CartPole-v0`, ..., `lipnet/DoubleIntegrator-v0`; see `env_id`)
+and `lipnet/Plant-v0` for any spec (`gymnasium.make("lipnet/Plant-v0", spec="path/to/plant.npz")`). Keyword
+arguments of `gymnasium.make` are `split`, `divergence` and plant options (`horizon=50`, `m=1.2`).
 
 Observation: the raw state (float32, unbounded Box); action: the input in actuator units (Box at the actuator
 limits, unbounded where the plant has none; actions are clipped to the limits before they are applied);
@@ -15,8 +21,13 @@ import numpy as np
 import torch
 
 from .base import Plant
+from .errors import PlantRuntimeError
+from .library import BUILTIN_ODE
+from .spec import builtin_names
 
-__all__ = ["make", "PlantEnv"]
+__all__ = ["make", "PlantEnv", "env_id", "GENERIC_ID"]
+
+GENERIC_ID = "lipnet/Plant-v0"
 
 
 @functools.cache
@@ -52,11 +63,14 @@ def _env_class():
             return self._x[0].numpy().astype(np.float32), {}
 
         def step(self, action):
-            u = torch.as_tensor(np.asarray(action, dtype=np.float64).reshape(1, self.plant.n_u))
+            u = torch.as_tensor(_action_array(self.plant, action))
             u = self.plant.clip(u)
             with torch.no_grad():
                 reward = -float(self.plant.stage_cost(self._x, u)[0])
-                self._x = self.plant.step(self._x, u)
+                try:
+                    self._x = self.plant.step(self._x, u)
+                except PlantRuntimeError as e:  # the user's plant code failed: say at which step of the episode
+                    raise e.at_step(self._t) from (e.__cause__ or e)
             self._t += 1
             x = self._x[0].numpy()
             dev = np.abs(x - self.plant.x_eq)
@@ -77,3 +91,47 @@ def make(spec: str | Plant, split: str = "train", divergence: float = 20.0, **ov
     from .spec import load
 
     return PlantEnv(load(spec, **overrides), split=split, divergence=divergence)
+
+
+def _action_array(plant: Plant, action) -> np.ndarray:
+    """`action` as a `[1, n_u]` float64 array, or a ValueError naming the expected shape (not numpy's reshape)."""
+    try:
+        a = np.asarray(action, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"action must be numbers, an array of shape ({plant.n_u},), got {action!r}") from None
+    if a.size != plant.n_u:
+        inputs = f"n_u = {plant.n_u} input{'s' if plant.n_u > 1 else ''}: {', '.join(plant.input_names)}"
+        raise ValueError(f"action must have shape ({plant.n_u},) ({inputs}), got shape {a.shape}")
+    return a.reshape(1, plant.n_u)
+
+
+def env_id(name: str) -> str:
+    """The gymnasium id of the built-in plant `name`: its class name, e.g. `msd` → `lipnet/MassSpringDamper-v0`."""
+    cls = BUILTIN_ODE.get(name)
+    title = cls.__name__ if cls is not None else "".join(w.capitalize() for w in name.split("_"))
+    return f"lipnet/{title}-v0"
+
+
+def from_registry(spec: str | None = None, split: str = "train", divergence: float = 20.0,
+                  render_mode: str | None = None, **overrides: Any):
+    """The entry point of the registered ids: `make(spec, split, divergence, **overrides)`."""
+    if spec is None:
+        raise ValueError(f"{GENERIC_ID} needs a plant spec: gymnasium.make({GENERIC_ID!r}, spec='cartpole?m=0.2')")
+    if render_mode is not None:
+        raise ValueError(f"plant environments have no render modes, got render_mode={render_mode!r}")
+    return make(spec, split=split, divergence=divergence, **overrides)
+
+
+def _register() -> None:
+    try:
+        import gymnasium
+    except ImportError:  # make() says so when it is used; importing plants.gym must not fail for it
+        return
+    ids = {env_id(name): {"spec": name} for name in builtin_names()}
+    ids[GENERIC_ID] = {}
+    for id_, kwargs in ids.items():
+        if id_ not in gymnasium.registry:  # re-importing (importlib.reload) must not warn about overriding
+            gymnasium.register(id_, entry_point="plants.gym:from_registry", kwargs=kwargs)
+
+
+_register()

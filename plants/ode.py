@@ -10,19 +10,31 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from .base import InitialStates, Plant
-from .errors import PlantSpecError
-from .options import check_keys, diag_option, make_spec, parse_value
+from .base import Plant, initial_states, positive_number
+from .errors import PlantRuntimeError, PlantSpecError
+from .options import MAX_HORIZON, MAX_SUBSTEPS, check_keys, diag_option, make_spec, parse_value, positive_int
 
 __all__ = ["ODEPlant", "FunctionPlant", "rk4_step"]
 
 COMMON_OPTIONS = {
     "dt": "sample time [s]",
-    "substeps": "RK4 substeps per sample",
-    "horizon": "default rollout length [steps]",
+    "substeps": f"RK4 substeps per sample (at most {MAX_SUBSTEPS})",
+    "horizon": f"default rollout length [steps] (at most {MAX_HORIZON})",
     "q": "diagonal of the state cost Q (1 or n_x values)",
     "r": "diagonal of the input cost R (1 or n_u values)",
 }
+
+NOT_DIFFERENTIABLE = ("plant step is not differentiable in {which} (it uses numpy, .item() or .detach()?); write f "
+                      "with torch operations so lipnet can linearise and train through it")
+# What torch says when a function leaves autograd (numpy on a graph tensor, functorch and .item()/numpy, ...).
+_NOT_DIFFERENTIABLE_HINTS = ("numpy()", "doesn't have storage", ".item()", "does not require grad",
+                             "does not have a grad_fn")
+
+
+def hints_not_differentiable(exc: BaseException) -> bool:
+    """Whether `exc` is torch refusing to differentiate through numpy, `.item()` or a detached tensor."""
+    text = str(exc)
+    return any(h in text for h in _NOT_DIFFERENTIABLE_HINTS)
 
 
 def rk4_step(f: Callable, x: torch.Tensor, u: torch.Tensor, dt: float, substeps: int = 1) -> torch.Tensor:
@@ -70,21 +82,17 @@ class ODEPlant(Plant):
             if np.ndim(v) != 0 or not math.isfinite(float(v)):
                 raise PlantSpecError(f"parameter {key} of {self.NAME!r} must be one finite number, got {v!r}")
             params[key] = float(v)
-        dt = float(vals.get("dt", self.DT))
-        substeps, horizon = vals.get("substeps", self.SUBSTEPS), vals.get("horizon", self.HORIZON)
-        if not dt > 0:
-            raise PlantSpecError(f"dt must be > 0 for {self.NAME!r}, got {dt}")
-        for key, v in (("substeps", substeps), ("horizon", horizon)):
-            if np.ndim(v) != 0 or float(v) != int(float(v)) or int(float(v)) < 1:
-                raise PlantSpecError(f"{key} must be a positive integer, got {v!r}")
+        dt = positive_number(vals.get("dt", self.DT), "dt")
+        substeps = positive_int(vals.get("substeps", self.SUBSTEPS), "substeps", MAX_SUBSTEPS)
+        horizon = positive_int(vals.get("horizon", self.HORIZON), "horizon", MAX_HORIZON)
         self.params = params
-        self.substeps = int(float(substeps))
+        self.substeps = substeps
         desc = self.describe(params)
         if "q" in vals:
             desc["Q"] = diag_option(vals["q"], desc["n_x"], "q")
         if "r" in vals:
             desc["R"] = diag_option(vals["r"], desc["n_u"], "r")
-        Plant.__init__(self, dt=dt, horizon=int(float(horizon)), spec=make_spec(self.NAME, vals),
+        Plant.__init__(self, dt=dt, horizon=horizon, spec=make_spec(self.NAME, vals),
                        name=self.NAME, **desc)
 
     # Subclasses implement `describe` and `rhs` (and `drive` when part of the input term can be hoisted).
@@ -148,46 +156,99 @@ class FunctionPlant(ODEPlant):
 
     Parameters
     ----------
-    f : callable, differentiable in torch, returns `[b, n_x]`.
-    n_x, n_u, dt : dimensions and sample time (> 0).
-    substeps : RK4 substeps per sample.
+    f : callable, differentiable in torch, returns `[b, n_x]`; it must not modify `x` or `u` in place.
+    n_x, n_u, dt : dimensions (positive integers) and sample time (> 0).
+    substeps : RK4 substeps per sample (at most `MAX_SUBSTEPS`).
     x_eq, u_eq, u_low, u_high, Q, R, horizon, state_names, state_units, input_names, name, spec :
         as in `Plant` (defaults: origin, unlimited, identities, 200).
-    x0_std : half-widths of the uniform training box around `x_eq` (eval box is 1.5×), default 1.
+    x0_std : std of the Gaussian training initial states around `x_eq` (eval: 1.5×).
+    x0_box : instead of `x0_std`, half-widths of a uniform training box around `x_eq` (eval: 1.5×); with neither,
+        the box of half-width 1 (what function plants always had).
+
+    `f` is called once at construction on a probe batch at `(x_eq, u_eq)`, in float64 and float32: an error, a
+    non-tensor or wrongly shaped output, NaN, or an in-place change of `x` or `u` is a `PlantSpecError`; an output
+    of another float dtype is cast back to the input's dtype at every call (with one warning here). An exception
+    raised by `f` later is re-raised as `PlantRuntimeError` naming the plant (rollouts and the Gymnasium
+    environment add the step).
     """
 
     NAME = "function"
 
-    def __init__(self, f: Callable, n_x: int, n_u: int, dt: float, substeps: int = 1, x0_std=1.0,
+    def __init__(self, f: Callable, n_x: int, n_u: int, dt: float, substeps: int = 1, x0_std=None, x0_box=None,
                  name: str = "function", spec: str = "", **plant_kwargs: Any):
         if not callable(f):
             raise PlantSpecError(f"f must be a callable f(x, u) -> dx/dt, got {type(f).__name__}")
-        n_x, n_u = int(n_x), int(n_u)
-        if n_x < 1 or n_u < 1 or not float(dt) > 0 or int(substeps) < 1:
-            raise PlantSpecError(f"need n_x >= 1, n_u >= 1, dt > 0, substeps >= 1; got n_x={n_x}, n_u={n_u}, "
-                                 f"dt={dt}, substeps={substeps}")
+        n_x, n_u = positive_int(n_x, "n_x"), positive_int(n_u, "n_u")
         check_keys(plant_kwargs, ["x_eq", "u_eq", "u_low", "u_high", "Q", "R", "horizon", "state_names",
                                   "state_units", "input_names"], "a user plant")
-        self.user_f, self.params, self.substeps = f, {}, int(substeps)
-        scale = np.broadcast_to(np.asarray(x0_std, float), (n_x,)).copy()
-        Plant.__init__(self, n_x=n_x, n_u=n_u, dt=float(dt), name=name, spec=spec,
-                       init_train=InitialStates(scale), init_eval=InitialStates(1.5 * scale), **plant_kwargs)
+        self.user_f, self.params = f, {}
+        self.substeps = positive_int(substeps, "substeps", MAX_SUBSTEPS)
+        Plant.__init__(self, n_x=n_x, n_u=n_u, dt=dt, name=name, spec=spec,
+                       **initial_states(x0_std, 1.0 if x0_std is None and x0_box is None else x0_box, n_x),
+                       **plant_kwargs)
         self._validate()
 
+    @property
+    def source(self) -> str:
+        """Where `f` comes from, for messages: the spec without options, else `f`'s qualified name."""
+        return self.spec.partition("?")[0] or getattr(self.user_f, "__qualname__", "") or self.name
+
     def _validate(self) -> None:
-        x = torch.as_tensor(np.stack([self.x_eq, self.x_eq]), dtype=torch.float64)
-        u = torch.as_tensor(np.stack([self.u_eq, self.u_eq]), dtype=torch.float64)
+        """Call `f` once per dtype at the equilibrium and refuse what would fail (or mislead) later."""
+        cast = []
+        for dtype in (torch.float64, torch.float32):
+            dx = self._probe(dtype)
+            if dx.dtype != dtype:
+                cast.append(f"{str(dx.dtype).removeprefix('torch.')} for {str(dtype).removeprefix('torch.')} x")
+        if cast:
+            warnings.warn(f"user plant {self.source!r}: f(x, u) returns {' and '.join(cast)}; lipnet casts its "
+                          f"output back to the dtype of x at every call. To avoid the cast, keep f in x's dtype "
+                          f"(make constants with torch.as_tensor(c, dtype=x.dtype))", UserWarning, stacklevel=3)
+
+    def _probe(self, dtype: torch.dtype) -> torch.Tensor:
+        """`f` on a batch of 2 copies of `(x_eq, u_eq)` in `dtype`, with every output check."""
+        what = f"user plant {self.source!r}"
+        x = torch.as_tensor(np.stack([self.x_eq, self.x_eq]), dtype=dtype)
+        u = torch.as_tensor(np.stack([self.u_eq, self.u_eq]), dtype=dtype)
+        before = {"x": (x.clone(), x._version), "u": (u.clone(), u._version)}
         try:
             dx = self.user_f(x, u)
         except Exception as e:  # the user's code: report what it did with shapes we can explain
-            raise PlantSpecError(f"calling f(x, u) with x [2, {self.n_x}], u [2, {self.n_u}] float64 failed: "
-                                 f"{type(e).__name__}: {e}") from e
-        if not isinstance(dx, torch.Tensor) or tuple(dx.shape) != (2, self.n_x):
-            got = tuple(dx.shape) if isinstance(dx, torch.Tensor) else type(dx).__name__
-            raise PlantSpecError(f"f(x, u) must return a tensor [batch, n_x] = [2, {self.n_x}], got {got}")
+            fix = ("; lipnet trains in float32 by default, so make f work in the dtype of x (constants as "
+                   "torch.as_tensor(c, dtype=x.dtype))" if dtype == torch.float32 else "")
+            raise PlantSpecError(f"{what}: calling f(x, u) with x [2, {self.n_x}], u [2, {self.n_u}] "
+                                 f"{str(dtype).removeprefix('torch.')} failed: {type(e).__name__}: {e}{fix}") from e
+        for key, arg in (("x", x), ("u", u)):
+            # The version counter catches every in-place op, even one that leaves the values unchanged.
+            if arg._version != before[key][1] or not torch.equal(arg, before[key][0]):
+                raise PlantSpecError(f"{what}: f modifies its input {key} in place; return a new tensor ({key} + 1, "
+                                     f"not {key} += 1 or {key}[:, 0] += 1; or start f with {key} = {key}.clone()), "
+                                     f"since an in-place change corrupts the rollout and its gradients")
+        if not isinstance(dx, torch.Tensor):
+            raise PlantSpecError(f"{what}: f(x, u) returned {type(dx).__name__}; it must return a torch tensor "
+                                 f"[batch, n_x] (write f with torch operations so lipnet can differentiate it)")
+        if not dx.is_floating_point():
+            raise PlantSpecError(f"{what}: f(x, u) returned {str(dx.dtype).removeprefix('torch.')} for "
+                                 f"{str(dtype).removeprefix('torch.')} x; it must return floating-point dx/dt")
+        if tuple(dx.shape) != (2, self.n_x):
+            raise PlantSpecError(f"{what}: f(x, u) must return a tensor [batch, n_x] = [2, {self.n_x}], got "
+                                 f"{tuple(dx.shape)}")
         if not torch.isfinite(dx).all():
-            raise PlantSpecError("f(x_eq, u_eq) has NaN or infinite entries")
+            raise PlantSpecError(f"{what}: f(x_eq, u_eq) has NaN or infinite entries ({dx[0].tolist()}); the "
+                                 f"equilibrium x_eq, u_eq must be a point where f is finite")
+        return dx
 
     def rhs(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """The user's dynamics."""
-        return self.user_f(x, v)
+        """The user's dynamics, cast to `x`'s dtype; an exception becomes a `PlantRuntimeError`."""
+        if torch.compiler.is_compiling():  # traced: an exception fails the compilation, which falls back to eager
+            dx = self.user_f(x, v)
+        else:
+            try:
+                dx = self.user_f(x, v)
+            except Exception as exc:
+                err = PlantRuntimeError(f"user plant {self.source!r} raised {type(exc).__name__}: {exc}")
+                if hints_not_differentiable(exc):
+                    err.advice = f"; {NOT_DIFFERENTIABLE.format(which='x/u')}"
+                    err.args = (f"{err}{err.advice}",)
+                raise err from exc
+        return dx if dx.dtype == x.dtype else dx.to(x.dtype)

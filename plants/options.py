@@ -1,4 +1,11 @@
-"""Plant options: parsing `key=value` strings, checking keys, and writing them back into a spec string."""
+"""Plant options: parsing `key=value` strings, checking keys, and writing them back into a spec string.
+
+Limits shared by every plant kind (built-in, `.npz`, function plants, `LinearPlant`, `FunctionPlant`):
+`horizon` <= `MAX_HORIZON` = 100000 steps (a rollout's time and autograd memory grow linearly with it: 10⁵ steps
+of a 128-state batch already take minutes and gigabytes; longer experiments want a larger `dt`) and `substeps`
+<= `MAX_SUBSTEPS` = 1000 RK4 substeps per sample (4000 evaluations of `f` per step; a model that needs more is
+stiff and wants a smaller `dt` or an implicit integrator outside lipnet).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,15 @@ import numpy as np
 
 from .errors import PlantSpecError
 
-__all__ = ["parse_query", "parse_value", "format_value", "make_spec", "check_keys", "diag_option"]
+__all__ = ["parse_query", "parse_value", "format_value", "make_spec", "check_keys", "diag_option", "positive_int",
+           "MAX_HORIZON", "MAX_SUBSTEPS"]
+
+MAX_HORIZON = 100_000  # steps per rollout (see the module docstring)
+MAX_SUBSTEPS = 1000  # RK4 substeps per sample
+_LIMIT_FIX = {
+    "horizon": "a longer experiment needs a larger dt, not more steps",
+    "substeps": "a model that needs more is stiff: use a smaller dt",
+}
 
 
 def parse_value(text: str, key: str = "value") -> float | list[float]:
@@ -75,3 +90,21 @@ def diag_option(value, n: int, key: str) -> np.ndarray:
     if (arr < 0).any():
         raise PlantSpecError(f"option {key} has negative entries {arr.tolist()}; cost weights must be >= 0")
     return np.diag(arr)
+
+
+def positive_int(value, key: str, maximum: int | None = None) -> int:
+    """`value` as an int in `[1, maximum]` (an integral float such as 5.0 counts), or `PlantSpecError` naming `key`."""
+    try:
+        # bool is an int subclass, but n_x=True is a mistake, not 1
+        number = float(value) if not isinstance(value, (bool, str)) and np.ndim(value) == 0 else math.nan
+        whole = number == int(number)
+    except (TypeError, ValueError, OverflowError):  # text, arrays, inf, nan
+        whole = False
+    if not whole or number < 1:
+        raise PlantSpecError(f"{key} must be a positive integer, got {value!r}")
+    n = int(number)
+    if maximum is not None and n > maximum:
+        why = f" ({_LIMIT_FIX[key]})" if key in _LIMIT_FIX else ""
+        raise PlantSpecError(f"{key}={format_value(n)} is above the limit of {maximum}"
+                             f"{' steps' if key == 'horizon' else ''}; give {key} <= {maximum}{why}")
+    return n

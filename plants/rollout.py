@@ -9,6 +9,8 @@ import numpy as np
 import torch
 
 from .base import Plant
+from .errors import PlantRuntimeError
+from .options import MAX_HORIZON, positive_int
 
 __all__ = ["rollout", "Rollout"]
 
@@ -67,11 +69,11 @@ def rollout(plant: Plant, policy: Callable[[torch.Tensor], torch.Tensor], x0: to
 
 def prepare(plant: Plant, x0: torch.Tensor, horizon: int | None, terminal) -> tuple[int, np.ndarray | None]:
     """The horizon and terminal matrix of a rollout, with clear errors for a bad `x0` or `horizon`."""
-    T = plant.horizon if horizon is None else int(horizon)
+    T = plant.horizon if horizon is None else horizon
     if x0.dim() != 2 or x0.shape[1] != plant.n_x:
         raise ValueError(f"x0 must be [batch, {plant.n_x}], got {tuple(x0.shape)}")
-    if T < 0:
-        raise ValueError(f"horizon must be >= 0, got {T}")
+    # 0 steps is a valid (empty) rollout; otherwise the plants' own bound applies (10⁸ steps would just hang)
+    T = 0 if T == 0 else positive_int(T, "horizon", MAX_HORIZON)
     return T, _terminal_matrix(plant, terminal)
 
 
@@ -87,7 +89,12 @@ def run_loop(plant: Plant, closed_loop: Callable[[torch.Tensor, int], tuple[torc
     xs, us = [x0], []
     x = x0
     for t in range(T):
-        x, u = closed_loop(x, t)
+        try:
+            x, u = closed_loop(x, t)
+        except PlantRuntimeError as e:  # the user's plant code failed: say at which step of the rollout
+            if e.step is not None:
+                raise
+            raise e.at_step(t) from (e.__cause__ or e)
         us.append(u)
         xs.append(x)
     states = torch.stack(xs)

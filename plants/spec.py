@@ -5,18 +5,33 @@ Spec forms (each may carry options `?key=value&key=value`; a value is a number o
 * a built-in name: `pendulum`, `cartpole`, `quadrotor2d`, `dcmotor`, `msd`, `vanderpol`, `ballbeam` (nonlinear;
   options: their physical parameters and `dt`, `substeps`, `horizon`, `q`, `r`) and `double_integrator`
   (linear, continuous `[[0, 1], [0, 0]]`, `[0, 1]ᵀ` discretised by ZOH at `dt` = 0.1 s; linear options);
-* a path to an `.npz` holding `A`, `B` and optionally `C`, `D`, `dt` (absent or 0: continuous, discretised by
-  exact ZOH at option `dt`, default `DEFAULT_DT` = 0.05 s), `Q`, `R`, `x0_std`, `u_max`, `state_names`,
-  `state_units`, `input_names`; options: `LINEAR_OPTIONS`;
+* a path to an `.npz` holding `A`, `B` and optionally `C`, `D`, `dt` (one number; absent or 0: continuous,
+  discretised by exact ZOH at option `dt`, default `DEFAULT_DT` = 0.05 s), `Q`, `R`, `x0_std` or `x0_box`,
+  `u_max`, `state_names`, `state_units`, `input_names` (real, finite numbers; names as text); options:
+  `LINEAR_OPTIONS`;
 * `package.module:function` or `path/to/file.py:function`. Options whose names are parameters of the function
   are passed to it as floats (lists for comma-separated values); the rest apply to the plant it returns. The
   function must return one of
     - a `control.StateSpace` / `control.TransferFunction` (continuous or discrete; linear options apply),
     - a `plants.Plant` (option `horizon` applies),
-    - a dict `{"f": f, "n_x": int, "n_u": int, "dt": float, ...}` with optional keys `substeps`, `x0_std`,
-      `x_eq`, `u_eq`, `u_low`, `u_high`, `Q`, `R`, `horizon`, `state_names`, `state_units`, `input_names`,
-      or a tuple `(f, n_x, n_u, dt)`, where `f(x, u) -> ẋ` is the continuous-time dynamics written in torch on
-      batched `[b, n_x]`, `[b, n_u]` tensors (integrated by RK4; options `dt`, `substeps`, `horizon`, `q`, `r`).
+    - a dict `{"f": f, "n_x": int, "n_u": int, "dt": float, ...}` with optional keys `substeps`, `x0_std` or
+      `x0_box`, `x_eq`, `u_eq`, `u_low`, `u_high`, `Q`, `R`, `horizon`, `state_names`, `state_units`,
+      `input_names`, or a tuple `(f, n_x, n_u, dt)`, where `f(x, u) -> ẋ` is the continuous-time dynamics
+      written in torch on batched `[b, n_x]`, `[b, n_u]` tensors (integrated by RK4; options `dt`, `substeps`,
+      `horizon`, `q`, `r`). `f` must return a new tensor (never modify `x` or `u` in place) and stay in torch
+      (numpy, `.item()` or `.detach()` hide the dynamics from autograd: `plants.linearize` refuses such a step).
+      `FunctionPlant` checks `f` once at load time on a probe batch at `(x_eq, u_eq)`; an exception it raises
+      later is a `PlantRuntimeError` naming the plant and the step.
+
+Initial states, the same for every kind: `x0_std` is the std of a Gaussian around `x_eq`, `x0_box` the
+half-widths of a uniform box (give one; default `x0_std = 1`); evaluation uses 1.5× either. The built-ins use
+their documented boxes.
+
+Limits (`plants.MAX_HORIZON`, `plants.MAX_SUBSTEPS`): `horizon` is a whole number in 1..100000 steps and
+`substeps` in 1..1000, for every plant kind; `n_x`, `n_u` are positive integers.
+
+A file spec (`.npz`, `path/to/file.py:function`) is stored in `plant.spec` with its absolute, resolved path, so
+the spec names the same file from any working directory.
 
 Every failure raises `PlantSpecError` naming the problem and what would be valid.
 """
@@ -37,11 +52,22 @@ from .errors import PlantSpecError
 from .library import BUILTIN_ODE
 from .linear import LINEAR_OPTIONS, LinearPlant, apply_linear_options
 from .ode import COMMON_OPTIONS, FunctionPlant
-from .options import check_keys, diag_option, format_value, make_spec, parse_query, parse_value
+from .options import (
+    MAX_HORIZON,
+    check_keys,
+    diag_option,
+    format_value,
+    make_spec,
+    parse_query,
+    parse_value,
+    positive_int,
+)
 
 __all__ = ["load", "builtin_names", "NPZ_KEYS"]
 
-NPZ_KEYS = ("A", "B", "C", "D", "dt", "Q", "R", "x0_std", "u_max", "state_names", "state_units", "input_names")
+NPZ_KEYS = ("A", "B", "C", "D", "dt", "Q", "R", "x0_std", "x0_box", "u_max", "state_names", "state_units",
+            "input_names")
+_NAME_KEYS = ("state_names", "state_units", "input_names")
 _DOUBLE_INTEGRATOR = (np.array([[0.0, 1.0], [0.0, 0.0]]), np.array([[0.0], [1.0]]))
 _BUILTIN_LINEAR = ("double_integrator",)
 
@@ -86,10 +112,11 @@ def load(spec: str | Plant, **overrides: Any) -> Plant:
     raise PlantSpecError(f"unknown plant {base!r}; valid: {_valid_forms()}")
 
 
-def _load_npz(path: str, options: dict[str, str]) -> LinearPlant:
+def _load_npz(given: str, options: dict[str, str]) -> LinearPlant:
+    path = _absolute(given)
     if not os.path.isfile(path):
-        raise PlantSpecError(f"plant file {path!r} not found (an .npz with arrays A, B and optional "
-                             f"{', '.join(NPZ_KEYS[2:])})")
+        raise PlantSpecError(f"plant file {given!r} not found{_looked_in(given, path)} (an .npz with arrays A, B "
+                             f"and optional {', '.join(NPZ_KEYS[2:])})")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
@@ -101,24 +128,48 @@ def _load_npz(path: str, options: dict[str, str]) -> LinearPlant:
             raise PlantSpecError(f"{path!r} has no array {key!r} (has: {', '.join(sorted(arrays)) or 'none'}); "
                                  f"an .npz plant needs A and B")
     for key, arr in arrays.items():
-        if arr.dtype.kind in "fiub" and not np.isfinite(arr.astype(float)).all():
-            raise PlantSpecError(f"array {key!r} in {path!r} has NaN or infinite entries")
-    dt = float(arrays["dt"]) if "dt" in arrays else 0.0
+        _check_npz_array(path, key, arr)
+    dt = 0.0
+    if "dt" in arrays:
+        if arrays["dt"].size != 1:
+            raise PlantSpecError(f"dt in {path!r} must be one number (the sample time in s, or 0 for a continuous "
+                                 f"model), got {arrays['dt'].size} values {arrays['dt'].reshape(-1).tolist()}")
+        dt = float(arrays["dt"].reshape(-1)[0])
     if dt < 0:
         raise PlantSpecError(f"dt in {path!r} is {dt}; it must be > 0 (discrete) or 0/absent (continuous)")
-    defaults = {k: arrays[k] for k in ("Q", "R", "x0_std", "u_max", "C", "D") if k in arrays}
+    defaults = {k: arrays[k] for k in ("Q", "R", "x0_std", "x0_box", "u_max", "C", "D") if k in arrays}
     kw = apply_linear_options(arrays["A"], arrays["B"], dt, options, defaults, what=f"plant file {path!r}")
-    names = {k: [str(s) for s in np.asarray(arrays[k]).reshape(-1)] for k in
-             ("state_names", "state_units", "input_names") if k in arrays}
+    names = {k: [str(s) for s in np.asarray(arrays[k]).reshape(-1)] for k in _NAME_KEYS if k in arrays}
     name = os.path.splitext(os.path.basename(path))[0]
     return LinearPlant(**kw, name=name, spec=make_spec(path, options), **names)
 
 
+def _check_npz_array(path: str, key: str, arr: np.ndarray) -> None:
+    """Refuse complex, non-numeric or non-finite numeric arrays (names are text), naming the key and the fix."""
+    if key in _NAME_KEYS:
+        return
+    if arr.dtype.kind == "c":  # numpy would keep the real part with only a ComplexWarning
+        raise PlantSpecError(f"array {key!r} in {path!r} is complex; a plant needs real numbers (save "
+                             f"{key}.real if its imaginary part is 0)")
+    if arr.dtype.kind not in "fiub":
+        raise PlantSpecError(f"array {key!r} in {path!r} holds text or objects (dtype {arr.dtype}); "
+                             f"save it as numbers, e.g. np.asarray({key}, dtype=float)")
+    if not np.isfinite(arr.astype(float)).all():
+        raise PlantSpecError(f"array {key!r} in {path!r} has NaN or infinite entries; every entry must be finite")
+
+
+def _absolute(path: str) -> str:
+    """`path` absolute and resolved, so a plant's spec names the same file from any working directory."""
+    return os.path.realpath(os.path.expanduser(path))
+
+
+def _looked_in(given: str, path: str) -> str:
+    return "" if given == path else f" (looked for {path})"
+
+
 def _import_target(target: str):
-    """The module named by `target`: a dotted module name or a path to a .py file."""
+    """The module named by `target`: a dotted module name or the path of an existing .py file."""
     if target.endswith(".py"):
-        if not os.path.isfile(target):
-            raise PlantSpecError(f"plant file {target!r} not found")
         mod_name = "_plants_user_" + hashlib.sha1(os.path.abspath(target).encode()).hexdigest()[:12]
         mspec = importlib.util.spec_from_file_location(mod_name, target)
         module = importlib.util.module_from_spec(mspec)
@@ -153,6 +204,11 @@ def _load_function(base: str, options: dict[str, str]) -> Plant:
     target, _, fname = base.rpartition(":")
     if not target or not fname.isidentifier():
         raise PlantSpecError(f"{base!r} is not of the form 'package.module:function' or 'path/file.py:function'")
+    if target.endswith(".py"):
+        if not os.path.isfile(target):
+            raise PlantSpecError(f"plant file {target!r} not found{_looked_in(target, _absolute(target))}")
+        target = _absolute(target)
+        base = f"{target}:{fname}"
     module = _import_target(target)
     fn = getattr(module, fname, None)
     if fn is None or not callable(fn):
@@ -166,12 +222,12 @@ def _load_function(base: str, options: dict[str, str]) -> Plant:
         raise PlantSpecError(f"{base}({', '.join(f'{k}={v}' for k, v in fn_kw.items())}) raised "
                              f"{type(e).__name__}: {e}") from e
     spec = make_spec(base, options)
-    plant = _plant_from_result(result, rest, base, fname)
+    plant = _plant_from_result(result, rest, base, fname, spec)
     plant.spec = spec
     return plant
 
 
-def _plant_from_result(result, rest: dict[str, str], base: str, fname: str) -> Plant:
+def _plant_from_result(result, rest: dict[str, str], base: str, fname: str, spec: str) -> Plant:
     import control
 
     what = f"the plant returned by {base!r}"
@@ -184,31 +240,37 @@ def _plant_from_result(result, rest: dict[str, str], base: str, fname: str) -> P
     if isinstance(result, Plant):
         check_keys(rest, ["horizon"], what)
         if "horizon" in rest:
-            result.horizon = int(parse_value(rest["horizon"], "horizon"))
+            result.horizon = positive_int(parse_value(rest["horizon"], "horizon"), "horizon", MAX_HORIZON)
         return result
     if isinstance(result, tuple):
         if len(result) != 4:
             raise PlantSpecError(f"{base!r} returned a tuple of {len(result)} items; expected (f, n_x, n_u, dt)")
         result = dict(zip(("f", "n_x", "n_u", "dt"), result, strict=True))
     if isinstance(result, dict):
-        missing = [k for k in ("f", "n_x", "n_u", "dt") if k not in result]
-        if missing:
-            raise PlantSpecError(f"{base!r} returned a dict without {', '.join(missing)}; it needs f, n_x, n_u, dt")
-        check_keys(rest, COMMON_OPTIONS, what)
-        kw = dict(result)
-        vals = {k: parse_value(v, k) for k, v in rest.items()}
-        for key in ("dt", "substeps", "horizon"):
-            if key in vals:
-                kw[key] = vals[key]
-        if "q" in vals:
-            kw["Q"] = diag_option(vals["q"], int(kw["n_x"]), "q")
-        if "r" in vals:
-            kw["R"] = diag_option(vals["r"], int(kw["n_u"]), "r")
-        kw.setdefault("name", fname)
-        try:
-            return FunctionPlant(**kw)
-        except TypeError as e:
-            raise PlantSpecError(f"{base!r} returned a dict with bad keys: {e}") from e
+        return _function_plant(result, rest, base, fname, spec)
     raise PlantSpecError(f"{base!r} returned {type(result).__name__}; expected a control.StateSpace or "
                          f"TransferFunction, a plants.Plant, a dict {{'f', 'n_x', 'n_u', 'dt', ...}} or a tuple "
                          f"(f, n_x, n_u, dt)")
+
+
+def _function_plant(result: dict, rest: dict[str, str], base: str, fname: str, spec: str) -> FunctionPlant:
+    """A `FunctionPlant` from the dict a user function returned, with the spec's options applied."""
+    missing = [k for k in ("f", "n_x", "n_u", "dt") if k not in result]
+    if missing:
+        raise PlantSpecError(f"{base!r} returned a dict without {', '.join(missing)}; it needs f, n_x, n_u, dt")
+    check_keys(rest, COMMON_OPTIONS, f"the plant returned by {base!r}")
+    kw = dict(result)
+    vals = {k: parse_value(v, k) for k, v in rest.items()}
+    for key in ("dt", "substeps", "horizon"):
+        if key in vals:
+            kw[key] = vals[key]
+    if "q" in vals:
+        kw["Q"] = diag_option(vals["q"], positive_int(kw["n_x"], "n_x"), "q")
+    if "r" in vals:
+        kw["R"] = diag_option(vals["r"], positive_int(kw["n_u"], "n_u"), "r")
+    kw.setdefault("name", fname)
+    kw["spec"] = spec  # so the load-time checks of f name the user's plant
+    try:
+        return FunctionPlant(**kw)
+    except TypeError as e:
+        raise PlantSpecError(f"{base!r} returned a dict with bad keys: {e}") from e

@@ -226,7 +226,8 @@ def test_unreadable_npz(tmp_path):
     ("short_tuple", r"returned a tuple of 3 items; expected \(f, n_x, n_u, dt\)"),
     ("missing_key", r"returned a dict without n_u, dt; it needs f, n_x, n_u, dt"),
     ("raises", r"raised RuntimeError: boom"),
-    ("lti?wm=2", r"unknown option 'wm' for the plant returned by .*valid options: dt, horizon, q, r, u_max, x0_std"),
+    ("lti?wm=2", r"unknown option 'wm' for the plant returned by .*valid options: dt, horizon, q, r, u_max, x0_box, "
+                 r"x0_std"),
     ("plant?dt=0.1", r"unknown option 'dt' for the plant returned by .*valid options: horizon"),
     ("nothing", r"has no function 'nothing'; callables found: as_tuple, bad_shape"),
 ])
