@@ -121,7 +121,10 @@ def _torch_export(module, n_x: int, opset: int):
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        # The exporter and onnxscript's version converter print progress and caught tracebacks; the outcome is
+        # checked below and by the opset test in export_controller.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(module, example, None, input_names=["state"], output_names=["action"],
                                         dynamo=True, dynamic_shapes=({0: batch},), opset_version=opset,
@@ -205,6 +208,11 @@ def export_controller(controller_or_run_dir, out_path, opset: int = DEFAULT_OPSE
     t0 = time.perf_counter()
     if int(opset) < MIN_OPSET:
         raise ExportError(f"opset {opset} is below {MIN_OPSET}, the minimum of the dynamo exporter; use --opset 18+")
+    import onnx
+
+    if int(opset) > onnx.defs.onnx_opset_version():
+        raise ExportError(f"opset {opset} is beyond this onnx {onnx.__version__}'s newest opset "
+                          f"{onnx.defs.onnx_opset_version()}; use --opset {MIN_OPSET}..{onnx.defs.onnx_opset_version()}")
     if not 1 <= int(samples) <= 10_000_000:
         raise ExportError(f"samples must be from 1 to 10000000 parity states per region (default 10000), got {samples}")
     controller, run_dir, plant, dt, ckpt = _resolve(controller_or_run_dir, plant, dt)
