@@ -35,7 +35,7 @@ from .metadata import FORMAT, load_model, read_metadata, set_metadata
 from .parity import FLOAT32_TOLERANCE, FP16_TOLERANCE, compare, parity_states, torch_actions, working_magnitude
 from .recertify import exported_bounds, recheck
 from .reference import NumpyPolicy, linear_weights
-from .runtime import DIGEST_KEY, graph_digest
+from .runtime import DIGEST_KEY, check_integrity, graph_digest
 
 __all__ = ["export_controller", "ExportReport", "DEFAULT_OPSET", "MIN_OPSET"]
 
@@ -210,9 +210,10 @@ def export_controller(controller_or_run_dir, out_path, opset: int = DEFAULT_OPSE
         raise ExportError(f"opset {opset} is below {MIN_OPSET}, the minimum of the dynamo exporter; use --opset 18+")
     import onnx
 
-    if int(opset) > onnx.defs.onnx_opset_version():
-        raise ExportError(f"opset {opset} is beyond this onnx {onnx.__version__}'s newest opset "
-                          f"{onnx.defs.onnx_opset_version()}; use --opset {MIN_OPSET}..{onnx.defs.onnx_opset_version()}")
+    newest = onnx.defs.onnx_opset_version()
+    if int(opset) > newest:
+        raise ExportError(f"opset {opset} is beyond this onnx {onnx.__version__}'s newest opset {newest}; use "
+                          f"--opset {MIN_OPSET}..{newest}")
     if not 1 <= int(samples) <= 10_000_000:
         raise ExportError(f"samples must be from 1 to 10000000 parity states per region (default 10000), got {samples}")
     controller, run_dir, plant, dt, ckpt = _resolve(controller_or_run_dir, plant, dt)
@@ -237,6 +238,15 @@ def export_controller(controller_or_run_dir, out_path, opset: int = DEFAULT_OPSE
         raise ExportError(f"cannot write to {out.parent} ({exc.strerror or exc}); choose a writable --out") from None
     report.path, report.seconds = str(out), time.perf_counter() - t0
     return report
+
+
+def _props(model) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def _seal(model) -> None:
+    """Record the digest of the graph and the metadata (`DIGEST_KEY`) in the model."""
+    set_metadata(model, {DIGEST_KEY: graph_digest(model.SerializeToString(), _props(model))})
 
 
 def _write_checked(controller, model, tmp: Path, plant, dt, ckpt, cert, fresh, upper, entries, fp16, opset,
@@ -269,6 +279,8 @@ def _write_checked(controller, model, tmp: Path, plant, dt, ckpt, cert, fresh, u
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
         raise ExportError(f"the exported graph fails onnx.checker: {str(exc).splitlines()[0][:300]}") from None
+    # Sealed before parity, which loads the file through the verifying runtime (resealed after the last change).
+    _seal(model)
     tmp.write_bytes(model.SerializeToString())
     parity = _parity(controller, tmp, plant, samples, seed, tol)
     if not parity["passed"]:
@@ -285,12 +297,12 @@ def _write_checked(controller, model, tmp: Path, plant, dt, ckpt, cert, fresh, u
     else:
         meta_extra = {}
     set_metadata(model, {"lipnet.parity": parity, **meta_extra})
-    # Last: the digest of the graph (weights included) that every loader checks (metadata is outside it).
-    set_metadata(model, {DIGEST_KEY: graph_digest(model.SerializeToString())})
+    # Last: the digest of the graph and the metadata that every loader checks.
+    _seal(model)
     tmp.write_bytes(model.SerializeToString())
     # The file as written: loads, checks, carries the metadata and the very weights the bound was computed on.
-    if graph_digest(tmp.read_bytes()) != read_metadata(tmp).get(DIGEST_KEY):
-        raise ExportError("the graph digest of the written file differs from the one recorded in it")
+    if check_integrity(tmp.read_bytes(), _props(load_model(tmp)), str(tmp)) != "verified":
+        raise ExportError("the digest of the written file differs from the one recorded in it")
     written = load_model(tmp)
     if [w.tobytes() for w in linear_weights(written)] != [w.tobytes() for w in linear_weights(model)]:
         raise ExportError("the weights read back from the written file differ from the certified ones")

@@ -198,8 +198,14 @@ class NumpyPolicy:
 
 
 def numpy_policy(path: str | os.PathLike) -> NumpyPolicy:
-    """The numpy reference implementation of the controller in an exported `.onnx` file."""
-    return NumpyPolicy(load_model(path), path=str(path))
+    """The numpy reference implementation of the controller in an exported `.onnx` file (its digest checked)."""
+    from pathlib import Path
+
+    from .runtime import check_integrity
+
+    model = load_model(path)
+    check_integrity(Path(path).read_bytes(), {p.key: p.value for p in model.metadata_props}, str(path))
+    return NumpyPolicy(model, path=str(path))
 
 
 def linear_weights(model) -> list[np.ndarray]:

@@ -27,7 +27,7 @@ import onnxruntime as ort
 
 __all__ = ["session", "ControllerSession", "ModelError", "ProviderError", "ProviderFallbackWarning",
            "PROVIDERS", "CALL_PATHS", "INPUT_NAME", "OUTPUT_NAME", "decode_metadata", "provider_chain",
-           "graph_digest", "DIGEST_KEY"]
+           "graph_digest", "DIGEST_KEY", "FORMAT_KEY", "check_integrity", "VERIFIED", "UNVERIFIED", "NOT_CHECKED"]
 
 INPUT_NAME, OUTPUT_NAME = "state", "action"
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
@@ -63,7 +63,7 @@ def decode_metadata(props: dict[str, str]) -> dict:
     return out
 
 
-DIGEST_KEY = "lipnet.graph_sha256"  # sha256 of the serialized graph (weights included), written by lipnet export
+DIGEST_KEY = "lipnet.sha256"  # sha256 of the graph (weights included) and every other metadata entry, by lipnet export
 
 
 def _varint(buf: bytes, i: int) -> tuple[int, int]:
@@ -78,10 +78,12 @@ def _varint(buf: bytes, i: int) -> tuple[int, int]:
             return value, i
 
 
-def graph_digest(model: bytes) -> str:
-    """sha256 of the `graph` field (nodes and weights) of a serialized ONNX ModelProto, metadata excluded.
+def graph_digest(model: bytes, props: dict[str, str] | None = None) -> str:
+    """sha256 of the `graph` field (nodes and weights) of a serialized ONNX ModelProto and of `props`.
 
-    Walks the top-level protobuf fields by hand (no onnx package needed on a board); the graph is field 7.
+    `props` are the model's `metadata_props` (key → string); every entry but `DIGEST_KEY` itself is hashed, so an
+    edited bound or limit in the metadata is caught like a flipped weight. Walks the top-level protobuf fields by
+    hand (no onnx package needed on a board); the graph is field 7.
     """
     buf, i, found = bytes(model), 0, []
     while i < len(buf):
@@ -104,7 +106,52 @@ def graph_digest(model: bytes) -> str:
             raise ModelError(f"the file is not a valid ONNX protobuf (wire type {wire_type})")
     if len(found) != 1:
         raise ModelError(f"the file holds {len(found)} ONNX graphs, not one")
-    return hashlib.sha256(found[0]).hexdigest()
+    digest = hashlib.sha256(found[0])
+    for key in sorted(props or {}):
+        if key != DIGEST_KEY:
+            for text in (key, props[key]):
+                data = str(text).encode("utf-8")
+                digest.update(len(data).to_bytes(8, "little") + data)  # length-prefixed: no ambiguous joins
+    return digest.hexdigest()
+
+
+FORMAT_KEY = "lipnet.format"  # present in every model lipnet exports
+VERIFIED = "verified"
+UNVERIFIED = "unverified (no lipnet metadata)"
+NOT_CHECKED = "not checked (verify=False)"
+
+
+def _recorded_digest(text: str) -> str:
+    # The exporter writes every value as JSON text; accept a bare hex string too.
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = text
+    return value if isinstance(value, str) else text
+
+
+def check_integrity(model: bytes, props: dict[str, str], label: str = "the model") -> str:
+    """Compare the graph of `model` (the file's bytes) with the digest its `metadata_props` record at export.
+
+    Returns `VERIFIED`, or `UNVERIFIED` for a foreign model (no `lipnet.` metadata at all, or none naming it a
+    lipnet export); raises `ModelError` on a mismatch or for a lipnet export that carries no digest.
+    """
+    recorded = props.get(DIGEST_KEY)
+    if recorded is None:
+        if FORMAT_KEY in props:
+            raise ModelError(f"{label} is a lipnet model exported by a lipnet without an integrity hash "
+                             f"({DIGEST_KEY}), or the hash was removed; re-export it with `lipnet export`")
+        if any(key.startswith("lipnet.") for key in props):
+            return "unverified (lipnet metadata without lipnet.format: not a lipnet export)"
+        return UNVERIFIED
+    try:
+        actual = graph_digest(model, props)
+    except ModelError as exc:
+        raise ModelError(f"{label}: {exc}; re-export it with `lipnet export`") from None
+    if actual != _recorded_digest(recorded):
+        raise ModelError(f"{label}: the weights, graph or metadata do not match the hash recorded at export "
+                         f"({DIGEST_KEY}): the file is corrupted or was modified; re-export it with `lipnet export`")
+    return VERIFIED
 
 
 def _canonical(provider: str) -> str:
@@ -168,16 +215,22 @@ def _options(threads: int, graph_optimization: str, log_severity: int) -> ort.Se
     return so
 
 
-def _load(model, so: ort.SessionOptions, providers) -> ort.InferenceSession:
-    if isinstance(model, (bytes, bytearray)):
-        source, label = bytes(model), "the model bytes"
-    else:
-        path = Path(model)
-        if not path.is_file():
-            raise ModelError(f"no ONNX model at {path}; export one with `lipnet export RUN_DIR --out {path.name}`")
-        source, label = str(path), str(path)
+def _read(model) -> tuple[bytes, Path | None, str]:
+    """The model's bytes (read once: what is verified is what is loaded), its path, and a label for errors."""
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return bytes(model), None, "the model bytes"
+    path = Path(model)
+    if not path.is_file():
+        raise ModelError(f"no ONNX model at {path}; export one with `lipnet export RUN_DIR --out {path.name}`")
     try:
-        return ort.InferenceSession(source, so, providers=providers)
+        return path.read_bytes(), path, str(path)
+    except OSError as exc:
+        raise ModelError(f"cannot read {path} ({exc.strerror or exc}); check its permissions") from None
+
+
+def _load(data: bytes, label: str, so: ort.SessionOptions, providers) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(data, so, providers=providers)
     except Exception as exc:  # onnxruntime raises its own pybind classes (InvalidProtobuf, Fail, ...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise ModelError(f"{label} is not a loadable ONNX model ({first[:300]}); "
@@ -211,12 +264,14 @@ class ControllerSession:
 
     Not thread-safe: calls share preallocated input and output buffers (that is where the speed comes from).
     Attributes: `n_x`, `n_u`, `provider` (the one actually running), `requested_provider`, `fallback_reason`
-    (None when the requested provider runs), `metadata` (decoded `metadata_props`), `call_path`, `path`.
+    (None when the requested provider runs), `metadata` (decoded `metadata_props`), `call_path`, `path`,
+    `integrity` (`"verified"`, `"unverified (...)"` for a foreign model, or `"not checked (verify=False)"`).
     """
 
     def __init__(self, sess: ort.InferenceSession, *, requested: str, fallback_reason: str | None,
-                 call_path: str = "auto", path: str | None = None):
+                 call_path: str = "auto", path: str | None = None, integrity: str = NOT_CHECKED):
         self.inference_session = sess
+        self.integrity = integrity
         self.n_x, self.n_u = _signature(sess)
         self.provider = _SHORT.get(sess.get_providers()[0], sess.get_providers()[0])
         self.requested_provider = requested
@@ -318,12 +373,12 @@ class ControllerSession:
     def __repr__(self) -> str:
         fb = f", fallback_reason={self.fallback_reason!r}" if self.fallback_reason else ""
         return (f"ControllerSession(n_x={self.n_x}, n_u={self.n_u}, provider={self.provider!r}, "
-                f"call_path={self.call_path!r}{fb})")
+                f"call_path={self.call_path!r}, integrity={self.integrity!r}{fb})")
 
 
 def session(path, provider: str = "cpu", threads: int = 1, *, device_id: int = 0, call_path: str = "auto",
             graph_optimization: str = "all", trt_cache_dir=None, trt_fp16: bool = False, strict: bool = False,
-            warmup: int = 10, log_severity: int = 3) -> ControllerSession:
+            warmup: int = 10, log_severity: int = 3, verify: bool = True) -> ControllerSession:
     """An onnxruntime session tuned for one-sample, low-latency control of an exported lipnet controller.
 
     Parameters
@@ -341,13 +396,20 @@ def session(path, provider: str = "cpu", threads: int = 1, *, device_id: int = 0
     strict : raise instead of falling back when the provider is missing.
     warmup : calls made once before returning (first calls allocate and fault pages in).
     log_severity : onnxruntime's log level (3: errors only).
+    verify : check the graph against the digest recorded at export (`check_integrity`); `False` only for tools
+        that inspect broken files. A mismatch, or a lipnet export without a digest, raises `ModelError`.
     """
     requested = _canonical(provider)
     so = _options(threads, graph_optimization, log_severity)
-    model_path = None if isinstance(path, (bytes, bytearray)) else Path(path)
-    # A CPU session first: it validates the file and signature with a clear error on any machine, and gives
-    # n_x for the TensorRT optimisation profile.
-    probe = _load(path, so, ["CPUExecutionProvider"])
+    data, model_path, label = _read(path)
+    if model_path is not None:  # loaded from bytes: external weights (foreign models) resolve beside the file
+        so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(model_path.parent))
+    # A CPU session first: it validates the file and signature with a clear error on any machine, gives the
+    # metadata to verify before any GPU session is built, and n_x for the TensorRT optimisation profile.
+    probe = _load(data, label, so, ["CPUExecutionProvider"])
+    integrity = NOT_CHECKED
+    if verify:
+        integrity = check_integrity(data, dict(probe.get_modelmeta().custom_metadata_map), label)
     n_x, _ = _signature(probe)
     chain = provider_chain(requested, device_id=device_id, model_path=model_path, trt_cache_dir=trt_cache_dir,
                            trt_fp16=trt_fp16, n_x=n_x)
@@ -363,7 +425,7 @@ def session(path, provider: str = "cpu", threads: int = 1, *, device_id: int = 0
     else:
         if chain[0][0] == "TensorrtExecutionProvider" and chain[0][0] in available:
             Path(chain[0][1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
-        sess = _load(path, so, usable) if usable[0][0] != "CPUExecutionProvider" else probe
+        sess = _load(data, label, so, usable) if usable[0][0] != "CPUExecutionProvider" else probe
         actual = sess.get_providers()[0]
         if reason is None and actual != chain[0][0]:
             # Listed as available but failed to initialise (missing CUDA/cuDNN/TensorRT libraries, no device).
@@ -375,7 +437,7 @@ def session(path, provider: str = "cpu", threads: int = 1, *, device_id: int = 0
         warnings.warn(f"lipnet runtime: {reason}; running on {_SHORT.get(sess.get_providers()[0])}",
                       ProviderFallbackWarning, stacklevel=2)
     out = ControllerSession(sess, requested=requested, fallback_reason=reason, call_path=call_path,
-                            path=None if model_path is None else str(model_path))
+                            path=None if model_path is None else str(model_path), integrity=integrity)
     state = np.zeros(out.n_x, np.float32)
     for _ in range(int(warmup)):
         out(state)

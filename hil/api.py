@@ -64,6 +64,7 @@ def run_hil(plant, device: tuple[str, int], config: HilConfig, x0=None, out=None
     report = hil_report(record, plant, reference)
     if policy is not None:
         report["controller"]["reference_model"] = policy.source
+        report["controller"]["reference_integrity"] = policy.integrity
     if out is not None:
         latency = {"round-trip time": record.rtt_ns, "release jitter": record.start_ns - record.release_ns,
                    "plant step (host)": record.step_ns}

@@ -3,7 +3,8 @@
 Runs on the board: `python -m hil.device controller.onnx --listen 0.0.0.0:9870 --provider cpu`
 (or `lipnet hil serve ...` where lipnet is installed). Imports nothing but the standard library, numpy,
 onnxruntime, `hil.wire` and `export.runtime`, so it installs without torch (see `hil/PROTOCOL.md`).
-Malformed datagrams are counted by reason and dropped; the agent never stops on bad input.
+Malformed datagrams are counted by reason and dropped; the agent never stops on bad input. The model is checked
+against the graph digest recorded at export before serving: a corrupted or modified file is refused.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class DeviceAgent:
 
             model = session(str(model), provider=provider, threads=threads)
         self.session = model
+        # `export.runtime.session` has verified the graph against its export digest (or raised ModelError).
+        self.integrity = str(getattr(model, "integrity", "not checked (a Python policy object)"))
         self.n_x, self.n_u = int(self.session.n_x), int(self.session.n_u)
         self.provider = getattr(self.session, "provider", provider)
         self.busy_poll = busy_poll
@@ -77,11 +80,12 @@ class DeviceAgent:
 
     # ------------------------------------------------------------------------------------------------
     def info(self) -> dict:
-        """What HELLO_ACK reports: dimensions, provider and the model's lipnet metadata."""
+        """What HELLO_ACK reports: dimensions, provider, the model's integrity check and its lipnet metadata."""
         meta = getattr(self.session, "metadata", {}) or {}
         return {"n_x": self.n_x, "n_u": self.n_u, "provider": self.provider, "protocol": wire.VERSION,
                 "requested_provider": getattr(self.session, "requested_provider", self.provider),
                 "fallback_reason": getattr(self.session, "fallback_reason", None),
+                "integrity": self.integrity,
                 "plant": str(meta.get("lipnet.plant") or ""), "dt": meta.get("lipnet.dt")}
 
     def dropped(self) -> int:
@@ -202,13 +206,18 @@ def serve(args) -> int:
     try:
         agent = DeviceAgent(args.model, (host, port), args.provider, args.threads, args.busy_poll)
     except (OSError, RuntimeError, ValueError) as exc:  # ModelError is a ValueError
-        print(f"hil device: error: cannot serve {args.model}: {exc}", file=sys.stderr)
+        where = "" if str(args.model) in str(exc) else f" {args.model}"
+        print(f"hil device: error: cannot serve{where}: {exc}", file=sys.stderr)
         return 2
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: agent.stop())
+    if agent.integrity != "verified":  # a foreign model is served, but not silently
+        print(f"hil device: warning: {args.model}: integrity {agent.integrity}: the weights cannot be checked "
+              "against an export; serve a model written by `lipnet export`", file=sys.stderr, flush=True)
     with realtime(args.realtime) as scheduling:
         print(f"hil device: listening on {agent.address[0]}:{agent.address[1]} n_x={agent.n_x} n_u={agent.n_u} "
-              f"provider={agent.provider} scheduling={scheduling.split()[0]}", flush=True)
+              f"provider={agent.provider} scheduling={scheduling.split()[0]} "
+              f"integrity={agent.integrity.split()[0]}", flush=True)
         counters = agent.serve_forever()
     agent.close()
     if args.json:

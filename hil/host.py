@@ -4,13 +4,16 @@ Tick k is released at the absolute time `t0 + k·T` (no drift): the host sleeps 
 release and busy-waits the rest, sends the state `x_k`, waits for the action until `release + deadline`
 (sleeping in `select`, which wakes on arrival), applies it or, on a miss, the fallback, and steps the plant.
 Every miss is counted with its reason; a reply that arrives after its deadline is discarded by sequence number
-and counted late. Loss (drop before send) and delay (replies held back in a queue) are injected here.
+and counted late, a reply whose action is not finite is discarded at once (`invalid_action`). Loss (drop
+before send) and delay (replies held back in a queue) are injected here. A run whose device stopped answering
+(see `run_failure`) still runs to its end under the fallback and records why it failed in `HilRecord.failure`.
 """
 
 from __future__ import annotations
 
 import gc
 import heapq
+import math
 import select
 import socket
 import time
@@ -24,13 +27,14 @@ from hil.realtime import realtime
 from hil.stepper import PlantStepper
 from lipnet.exceptions import LipnetDimension, LipnetError
 
-__all__ = ["HilConfig", "HilRecord", "HilHost", "DeviceUnreachable", "STATUS_NAMES",
-           "OK", "TIMEOUT", "INJECTED", "UNREACHABLE", "SKIPPED"]
+__all__ = ["HilConfig", "HilRecord", "HilHost", "DeviceUnreachable", "STATUS_NAMES", "run_failure",
+           "OK", "TIMEOUT", "INJECTED", "UNREACHABLE", "SKIPPED", "INVALID"]
 
 # Per-tick status: OK, or why the fallback was applied.
-OK, TIMEOUT, INJECTED, UNREACHABLE, SKIPPED = 0, 1, 2, 3, 4
+OK, TIMEOUT, INJECTED, UNREACHABLE, SKIPPED, INVALID = 0, 1, 2, 3, 4, 5
 STATUS_NAMES = {OK: "ok", TIMEOUT: "timeout", INJECTED: "injected_loss", UNREACHABLE: "unreachable",
-                SKIPPED: "host_overrun"}
+                SKIPPED: "host_overrun", INVALID: "invalid_action"}
+_DEVICE_MISSES = (TIMEOUT, UNREACHABLE, INVALID)  # the misses the device (or the network to it) is to blame for
 _MASK = 0xFFFFFFFF
 
 
@@ -55,6 +59,9 @@ class HilConfig:
     spin : seconds busy-waited before each release and deadline (the rest is slept).
     realtime : run the loop as SCHED_FIFO (or nice −10) where permitted; the report says what was granted.
     warmup : state/action exchanges before the first tick (not recorded): first calls fault pages in.
+    stall : seconds of consecutive misses at the end of the run after which the device counts as stopped and
+        the run fails (an outage it recovers from is not a failure); see `run_failure`.
+    max_miss_ratio : the run also fails when more than this fraction of its ticks missed (None: no limit).
     """
 
     rate: float
@@ -68,6 +75,8 @@ class HilConfig:
     spin: float = 200e-6
     realtime: bool = False
     warmup: int = 20
+    stall: float = 1.0
+    max_miss_ratio: float | None = None
 
     def __post_init__(self):
         if not (self.rate > 0 and self.duration > 0):
@@ -83,6 +92,10 @@ class HilConfig:
             raise ValueError(f"loss must be a probability in [0, 1), got {self.loss}")
         if not self.delay >= 0:
             raise ValueError(f"delay must be >= 0 s, got {self.delay}")
+        if not self.stall > 0:
+            raise ValueError(f"stall must be > 0 s (misses at the end that fail the run), got {self.stall}")
+        if self.max_miss_ratio is not None and not 0 <= self.max_miss_ratio <= 1:
+            raise ValueError(f"max_miss_ratio must be in [0, 1], got {self.max_miss_ratio}")
 
     @property
     def steps(self) -> int:
@@ -108,6 +121,46 @@ class HilRecord:
     config: dict
     device_info: dict
     device_stats: dict
+    failure: str | None = None  # why the run failed (`run_failure`), None when it did not
+
+
+def _reasons(status: np.ndarray) -> str:
+    codes, counts = np.unique(status, return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    return ", ".join(f"{STATUS_NAMES.get(int(codes[i]), int(codes[i]))} {int(counts[i])}" for i in order)
+
+
+def _stopped(status: np.ndarray, rate: float, stall: float) -> str | None:
+    n, missed = len(status), status != OK
+    answered = np.flatnonzero(~missed)
+    tail = n - (int(answered[-1]) + 1 if answered.size else 0)
+    if tail == 0 or (tail < n and tail < max(1, math.ceil(stall * rate - 1e-9))):
+        return None  # answering at the end (an earlier outage it recovered from is not a failure)
+    start, streak = n - tail, status[n - tail:]
+    device = np.isin(streak, _DEVICE_MISSES)
+    if not device.any():
+        what = "no action was applied from"  # host overruns or injected loss only: not the device's doing
+    elif np.all(streak[device] == INVALID):
+        what = "the device answered only invalid (non-finite) actions from"
+    else:
+        what = "device stopped answering at"
+    return (f"{what} t={start / rate:.2f} s: the last {tail} ticks ({tail / rate:.2f} s) missed "
+            f"({_reasons(streak)}); {int(missed.sum())} of {n} ticks missed in all")
+
+
+def run_failure(status, x, rate: float, stall: float = 1.0, max_miss_ratio: float | None = None) -> str | None:
+    """Why a finished run failed, in one line, or None: the device was not answering for its last `stall`
+    seconds (or at all), the plant state became non-finite, or more than `max_miss_ratio` of the ticks missed."""
+    status, x = np.asarray(status).reshape(-1), np.asarray(x, dtype=np.float64)
+    problems = [_stopped(status, rate, stall)] if len(status) else []
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    if bad.any():
+        k = int(np.argmax(bad))
+        problems.append(f"non-finite plant state x_{k} at t={k / rate:.2f} s")
+    ratio = float((status != OK).mean()) if len(status) else 0.0
+    if max_miss_ratio is not None and ratio > max_miss_ratio:
+        problems.append(f"miss ratio {ratio:.1%} above {max_miss_ratio:.1%} allowed (max_miss_ratio)")
+    return "; ".join(p for p in problems if p) or None
 
 
 class HilHost:
@@ -193,9 +246,12 @@ class HilHost:
         spin, seq = self._spin_ns, seq & _MASK
         while True:
             if pending and pending[0][0] <= clock():  # a delayed reply becomes visible now
-                _, hseq, action, comp, t_host = heapq.heappop(pending)
+                _, hseq, action, comp, t_host, invalid = heapq.heappop(pending)
                 t_recv = clock()
                 if hseq == seq and t_recv <= deadline:
+                    if invalid:
+                        c["invalid"] += 1
+                        return INVALID
                     self._action[:] = action
                     self._reply = (t_recv, t_recv - t_host, comp)
                     return OK
@@ -216,17 +272,24 @@ class HilHost:
                 return UNREACHABLE
             t_recv = clock()
             header = wire.check_action(buf, nbytes, self.n_u)
+            invalid = False
             if isinstance(header, str):
                 c["dropped"][header] += 1
-                continue
+                if header != "non_finite":
+                    continue
+                # A well-formed ACTION carrying NaN or inf: the device answered, but with nothing usable.
+                header, invalid = wire.parse_header(buf, nbytes), True
             if header.kind != wire.ACTION:
                 c["stray"] += 1
                 continue
             if self._delay_ns:
                 heapq.heappush(pending, (t_recv + self._delay_ns, header.seq, self._action.copy(),
-                                         header.compute_ns, header.t_host_ns))
+                                         header.compute_ns, header.t_host_ns, invalid))
                 continue
             if header.seq == seq and t_recv <= deadline:
+                if invalid:  # the fallback now, not at the deadline: waiting longer cannot bring a valid one
+                    c["invalid"] += 1
+                    return INVALID
                 self._reply = (t_recv, t_recv - header.t_host_ns, header.compute_ns)
                 return OK
             if (seq - header.seq) & _MASK < 0x80000000:
@@ -235,7 +298,8 @@ class HilHost:
                 c["stray"] += 1
 
     def _warmup(self, x0: np.ndarray, pkt: wire.PacketBuffer) -> None:
-        scratch = {"late": 0, "stray": 0, "unreachable": 0, "dropped": dict.fromkeys(wire.DROP_REASONS, 0)}
+        scratch = {"late": 0, "stray": 0, "unreachable": 0, "invalid": 0,
+                   "dropped": dict.fromkeys(wire.DROP_REASONS, 0)}
         pkt.values[:] = x0
         for i in range(self.config.warmup):
             seq = _MASK - i  # far from the run's sequence numbers: a straggler is counted late, never used
@@ -269,7 +333,7 @@ class HilHost:
         start, end, step_ns, apply_ns = (np.zeros(n, np.int64) for _ in range(4))
         rtt, comp = np.full(n, np.nan), np.full(n, np.nan)
         drop = np.random.default_rng(cfg.seed).random(n) < cfg.loss
-        c = {"sent": 0, "on_time": 0, "late": 0, "unreachable": 0, "stray": 0, "injected_loss": 0,
+        c = {"sent": 0, "on_time": 0, "late": 0, "invalid": 0, "unreachable": 0, "stray": 0, "injected_loss": 0,
              "dropped": dict.fromkeys(wire.DROP_REASONS, 0)}
         x[0] = x0
         pkt, fallback, stepper = wire.PacketBuffer(wire.STATE, self.n_x, self.n_u), self.fallback, self.stepper
@@ -324,8 +388,9 @@ class HilHost:
             if gc_enabled:
                 gc.enable()
         c["injected_loss"] = int(drop.sum())
-        c["lost"] = max(0, c["sent"] - c["on_time"] - c["late"])
+        c["lost"] = max(0, c["sent"] - c["on_time"] - c["late"] - c["invalid"])  # each reply is counted once
         release_ns = np.arange(n, dtype=np.int64) * T
         return HilRecord(x=x, u=u, status=status, release_ns=release_ns, start_ns=start - t0, rtt_ns=rtt,
                          apply_ns=apply_ns, compute_ns=comp, step_ns=step_ns, end_ns=end - t0, counters=c,
-                         config=asdict(cfg), device_info=dict(self.device_info), device_stats=self.device_stats())
+                         config=asdict(cfg), device_info=dict(self.device_info), device_stats=self.device_stats(),
+                         failure=run_failure(status, x, cfg.rate, cfg.stall, cfg.max_miss_ratio))

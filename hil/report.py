@@ -1,18 +1,23 @@
-"""The report of a HIL run or a simulation: `report.json`, `trajectory.npz` and PNG plots, in one format."""
+"""The report of a HIL run or a simulation: `report.json`, `trajectory.npz` and PNG plots, in one format.
+
+Every report has `result = {"ok", "failure"}`; every file is written through `lipnet.fileio` (a temporary
+beside it, fsync, rename), so a reader or a crash never sees half a report.
+"""
 
 from __future__ import annotations
 
 import datetime
 import json
-import os
+import math
 from pathlib import Path
 
 import numpy as np
 
 from hil.stats import longest_burst, period_stats, summary_us
+from lipnet.fileio import atomic_write
 
 __all__ = ["performance", "compare", "hil_report", "sim_report", "write_report", "plot_trajectory",
-           "plot_latency", "PARITY_RTOL"]
+           "plot_latency", "json_safe", "PARITY_RTOL"]
 
 # "Equal to float32 rounding": the HIL and simulated runs use the same float32 model on the same float32
 # states, so they agree to a few float32 ulps of the state's scale (normally exactly).
@@ -32,14 +37,31 @@ def performance(plant, x: np.ndarray, u: np.ndarray) -> dict:
     with torch.no_grad():
         cost = plant.stage_cost(torch.as_tensor(x[:-1]), torch.as_tensor(u)).double().numpy()
     dev = x - np.asarray(plant.x_eq, float)
-    return {"cost": float(cost.sum()), "cost_per_step": float(cost.mean()) if cost.size else None,
-            "final_error": float(np.linalg.norm(dev[-1])), "rms_error": float(np.sqrt((dev ** 2).sum(1).mean())),
-            "finite": bool(np.isfinite(x).all())}
+    # A diverged run has NaN/inf figures: json_safe writes them as null, and `finite` says why.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return {"cost": float(cost.sum()), "cost_per_step": float(cost.mean()) if cost.size else None,
+                "final_error": float(np.linalg.norm(dev[-1])),
+                "rms_error": float(np.sqrt((dev ** 2).sum(1).mean())),
+                "finite": bool(np.isfinite(x).all() and np.isfinite(u).all() and np.isfinite(cost).all())}
+
+
+def json_safe(obj):
+    """`obj` with every NaN / inf float replaced by None (JSON has no such numbers; `allow_nan=False` holds)."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
 
 
 def compare(x: np.ndarray, u: np.ndarray, x_ref: np.ndarray, u_ref: np.ndarray, misses=None) -> dict:
-    """Parity of a run against the reference simulation, over the steps before the first miss."""
+    """Parity of a run against the reference simulation, over the steps before the first miss.
+
+    A reference that stopped early (a non-finite action or state) is compared over the steps it has."""
     n = len(u) if misses is None or not np.any(misses) else int(np.argmax(misses))
+    n = min(n, len(u_ref))
     scale = max(1.0, float(np.abs(x_ref[: n + 1]).max()) if n else 1.0)
     dx = float(np.abs(x[: n + 1] - x_ref[: n + 1]).max()) if n else 0.0
     du = float(np.abs(u[:n] - u_ref[:n]).max()) if n else 0.0
@@ -86,25 +108,29 @@ def hil_report(record, plant, reference=None) -> dict:
     rep["performance"] = performance(plant, record.x, record.u)
     if reference is not None:
         rep["reference"] = {"kind": "simulate", "performance": performance(plant, reference.x, reference.u),
-                            "parity": compare(record.x, record.u, reference.x, reference.u, miss)}
-    return rep
+                            "parity": compare(record.x, record.u, reference.x, reference.u, miss),
+                            "failure": getattr(reference, "failure", None)}
+    failure = getattr(record, "failure", None)
+    rep["result"] = {"ok": failure is None, "failure": failure}
+    return json_safe(rep)
 
 
 def sim_report(sim, plant, policy, x0) -> dict:
     """The report dict of a `SimRecord` (same layout as a HIL report, without the network sections)."""
-    info = {"source": policy.source, "kind": policy.kind, "plant": policy.plant_spec}
+    info = {"source": policy.source, "kind": policy.kind, "plant": policy.plant_spec,
+            "integrity": getattr(policy, "integrity", "not checked")}
     rep = _base("simulate", plant, info, len(sim.u))
-    rep["config"] = {"x0": np.asarray(x0, float).tolist(), "duration": float(len(sim.u) * plant.dt)}
+    requested = getattr(sim, "steps_requested", 0) or len(sim.u)
+    rep["config"] = {"x0": np.asarray(x0, float).tolist(), "duration": float(requested * plant.dt),
+                     "steps_requested": int(requested)}
     rep["timing"] = {"controller_us": summary_us(sim.compute_ns), "plant_step_us": summary_us(sim.step_ns)}
     rep["misses"] = {"count": 0, "ratio": 0.0, "longest_burst": 0}
     rep["performance"] = performance(plant, sim.x, sim.u)
-    return rep
-
-
-def _atomic_json(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    failure = getattr(sim, "failure", None)
+    rep["result"] = {"ok": failure is None, "failure": None if failure is None else failure["message"]}
+    if failure is not None:
+        rep["result"].update(step=failure["step"], what=failure["what"])
+    return json_safe(rep)
 
 
 def write_report(out_dir, report: dict, arrays: dict, plant, reference=None, latency: dict | None = None,
@@ -112,7 +138,12 @@ def write_report(out_dir, report: dict, arrays: dict, plant, reference=None, lat
     """Write `report.json`, `trajectory.npz` and (optionally) `trajectory.png` / `latency.png` in `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / "trajectory.npz", **arrays)
+
+    def savez(tmp: Path) -> None:
+        with tmp.open("wb") as fh:  # a file object: np.savez would append .npz to the temporary's name
+            np.savez(fh, **arrays)
+
+    atomic_write(out / "trajectory.npz", savez)
     report["files"] = {"trajectory": "trajectory.npz"}
     if plots:
         t = np.arange(len(arrays["x"])) * float(plant.dt)
@@ -123,7 +154,7 @@ def write_report(out_dir, report: dict, arrays: dict, plant, reference=None, lat
         if latency is not None:
             plot_latency(out / "latency.png", latency)
             report["files"]["latency_plot"] = "latency.png"
-    _atomic_json(report, out / "report.json")
+    atomic_write(out / "report.json", json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
     return out / "report.json"
 
 
@@ -141,9 +172,9 @@ def plot_trajectory(path, t, x, u, plant, reference=None, misses=None, title: st
         is_x = i < n_x
         y, tt = (x[:, i], t) if is_x else (u[:, i - n_x], t[:-1])
         ax.plot(tt, y, lw=1.2, label=title or "run")
-        if reference is not None:
+        if reference is not None:  # a reference that stopped early (non-finite) is drawn as far as it went
             yr = reference.x[:, i] if is_x else reference.u[:, i - n_x]
-            ax.plot(tt, yr, "--", lw=1.0, label="simulate")
+            ax.plot(tt[: len(yr)], yr, "--", lw=1.0, label="simulate")
         if misses is not None and np.any(misses):
             ax.plot(t[:-1][misses], y[:-1][misses] if is_x else y[misses], "r|", ms=6, label="miss")
         ax.set_ylabel(names[i] if i < len(names) else f"{'x' if is_x else 'u'}{i}")
@@ -151,8 +182,7 @@ def plot_trajectory(path, t, x, u, plant, reference=None, misses=None, title: st
     axes[0, 0].legend(loc="upper right", fontsize=8)
     axes[-1, 0].set_xlabel("plant time [s]")
     fig.subplots_adjust(left=0.12, right=0.97, top=0.97, bottom=0.6 / fig.get_figheight(), hspace=0.15)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save_png(fig, path)
 
 
 def plot_latency(path, series_ns: dict) -> None:
@@ -175,5 +205,13 @@ def plot_latency(path, series_ns: dict) -> None:
         ax.set_ylabel("count")
     # Fixed margins: tight_layout costs seconds on a loaded machine.
     fig.subplots_adjust(left=0.1, right=0.97, top=0.97, bottom=0.5 / fig.get_figheight(), hspace=0.5)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save_png(fig, path)
+
+
+def _save_png(fig, path) -> None:
+    import matplotlib.pyplot as plt
+
+    try:  # format given: the temporary's name ends in .tmp
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    finally:
+        plt.close(fig)

@@ -315,3 +315,46 @@ def test_export_replaces_only_a_model_it_made(trained, tmp_path, capsys):
     first = model.read_bytes()
     assert main(["export", str(trained), "--out", str(model), "--samples", "50", "--fp16"]) == 0
     assert model.read_bytes() != first
+
+
+@pytest.fixture(scope="module")
+def exported_model(trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "c.onnx"
+    assert main(["export", str(trained), "--out", str(out), "--samples", "50"]) == 0
+    return out
+
+
+def test_inspect_flags_a_flipped_weight(exported_model, tmp_path, capsys):
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(exported_model))
+    w = max(model.graph.initializer, key=lambda i: numpy_helper.to_array(i).size)
+    arr = numpy_helper.to_array(w).copy()
+    arr.flat[0] = -1.9e25
+    w.CopyFrom(numpy_helper.from_array(arr, w.name))
+    bad = tmp_path / "bad.onnx"
+    onnx.save(model, str(bad))
+    capsys.readouterr()
+    assert main(["export", "--inspect", str(bad)]) == 1
+    captured = capsys.readouterr()
+    assert "integrity: FAILED" in captured.out and "do not match the hash" in captured.err
+    assert main(["simulate", str(bad), "--out", str(tmp_path / "sim")]) == 2
+    assert "do not match the hash" in _one_line_error(capsys)
+
+
+def test_inspect_flags_a_forged_bound_even_with_a_rewritten_hash(exported_model, tmp_path, capsys):
+    import onnx
+
+    from export.exporter import _seal
+    from export.metadata import set_metadata
+
+    model = onnx.load(str(exported_model))
+    set_metadata(model, {"lipnet.lipschitz_upper": 0.5})
+    _seal(model)  # an attacker who also rewrites the digest
+    forged = tmp_path / "forged.onnx"
+    onnx.save(model, str(forged))
+    capsys.readouterr()
+    assert main(["export", "--inspect", str(forged)]) == 1
+    assert "below" in capsys.readouterr().err
+    assert main(["export", "--inspect", str(exported_model)]) == 0

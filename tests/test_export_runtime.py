@@ -229,5 +229,17 @@ def test_runtime_module_imports_only_allowed_packages():
     source = (ROOT / "export" / "runtime.py").read_text()
     imported = {line.split()[1].split(".")[0] for line in source.splitlines()
                 if line.startswith(("import ", "from ")) and not line.startswith("from __future__")}
-    assert imported <= {"json", "os", "tempfile", "time", "warnings", "pathlib", "numpy", "onnxruntime"}, imported
+    assert imported <= {"hashlib", "json", "os", "tempfile", "time", "warnings", "pathlib", "numpy", "onnxruntime"}, \
+        imported
     assert runtime.INPUT_NAME == "state" and runtime.OUTPUT_NAME == "action"
+
+
+def test_foreign_model_with_external_weights_still_loads(tmp_path):
+    # session() reads the file once and loads those bytes: external weights must still resolve beside the file.
+    model, params = _mlp(n_h=64)
+    path = tmp_path / "ext.onnx"
+    onnx.save(model, path, save_as_external_data=True, location="ext.data", size_threshold=16)
+    assert (tmp_path / "ext.data").exists()
+    s = session(path)
+    assert s.integrity == runtime.UNVERIFIED
+    np.testing.assert_allclose(s(np.ones(4)), _forward(params, np.ones(4))[0], atol=1e-5)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from toys import quick_onnx  # a fast ONNX twin shared with the simulate tests
+from toys import quick_onnx, seal_onnx  # a fast ONNX twin shared with the simulate tests
 
 import plants
 from hil import wire
@@ -48,7 +48,7 @@ def model(tmp_path_factory) -> Path:
     ctrl = Controller(2, 1, hidden=(32, 32), u_low=[-1.0], u_high=[1.0], gains=2.0)
     folder = tmp_path_factory.mktemp("hil_model")
     save_controller(ctrl, folder, plant=PLANT, dt=0.005)
-    return quick_onnx(ctrl, folder / "controller.onnx")
+    return seal_onnx(quick_onnx(ctrl, folder / "controller.onnx"))  # with the export digest: served verified
 
 
 @pytest.fixture(scope="module")
@@ -400,6 +400,7 @@ def test_agent_killed_and_restarted_mid_run(model, plant):
         for k in range(first_miss, resumed):
             np.testing.assert_allclose(rec.u[k], lqr_u(rec.x[k], None))
         assert np.isfinite(rec.x).all() and len(rec.u) == 400
+        assert rec.failure is None, rec.failure  # an outage the agent came back from is not a failure
     finally:
         _stop_agent(proc2)
 

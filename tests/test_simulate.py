@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from toys import quick_onnx  # a fast ONNX twin shared with the HIL tests
+from toys import quick_onnx, seal_onnx  # a fast ONNX twin shared with the HIL tests
 
 import plants
 from hil.simulate import load_policy, simulate
@@ -26,7 +26,7 @@ def run_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("sim_run")
     save_controller(ctrl, folder, plant=PLANT, dt=0.005)
     # A quick ONNX twin with the metadata `lipnet export` writes (the full exporter is tested in the slow test).
-    quick_onnx(ctrl, folder / "controller.onnx", {"lipnet.plant": PLANT, "lipnet.dt": "0.005"})
+    seal_onnx(quick_onnx(ctrl, folder / "controller.onnx", {"lipnet.plant": PLANT, "lipnet.dt": "0.005"}))
     return folder
 
 

@@ -25,6 +25,25 @@ def quick_onnx(controller, path: Path, props: dict | None = None) -> Path:
     return Path(path)
 
 
+def seal_onnx(path: Path, props: dict | None = None) -> Path:
+    """Mark the ONNX file at `path` as `lipnet export` does for integrity: `lipnet.format` and the graph hash.
+
+    `props` are added too (JSON-encoded, as the exporter writes them). For models built by other means than
+    the exporter (`quick_onnx`, `onnx.helper`), so that the runtime's integrity check treats them as exports.
+    """
+    import onnx
+
+    from export.metadata import FORMAT, set_metadata
+    from export.runtime import DIGEST_KEY, graph_digest
+
+    model = onnx.load(str(path))
+    set_metadata(model, {"lipnet.format": FORMAT, **(props or {})})
+    props = {p.key: p.value for p in model.metadata_props if p.key != DIGEST_KEY}
+    set_metadata(model, {DIGEST_KEY: graph_digest(model.SerializeToString(), props)})
+    onnx.save(model, str(path))
+    return Path(path)
+
+
 def closed_loop_cost(model, x0, horizon=12, dt=0.2):
     """Double integrator x⁺ = A x + B u under the controller, cost mean Σ xᵀx + 0.1 uᵀu."""
     a = torch.tensor([[1.0, dt], [0.0, 1.0]], dtype=x0.dtype)

@@ -36,25 +36,41 @@ def _fmt(value) -> str:
 
 
 def _inspect(path: str, as_json: bool) -> int:
+    """Print a model's metadata and what was re-checked; exit 1 when its integrity or its claimed bound fails."""
+    from pathlib import Path
+
     from export.bounds import spectral_product
     from export.errors import InvalidModelError
     from export.metadata import load_model, read_metadata
+    from export.recertify import exported_bounds
     from export.reference import linear_weights
-    from export.runtime import ModelError, session
+    from export.runtime import ModelError, check_integrity, session
 
     model = load_model(path)
     meta = read_metadata(path)
-    try:
-        sess = session(path, warmup=0)
+    try:  # unverified here on purpose: inspect reports a broken file rather than refusing to look at it
+        sess = session(path, warmup=0, verify=False)
     except ModelError as exc:
         raise InvalidModelError(str(exc)) from None
     recomputed = spectral_product(linear_weights(model))
+    problems = []
+    try:
+        check_integrity(Path(path).read_bytes(), {p.key: p.value for p in model.metadata_props}, path)
+    except ModelError as exc:
+        problems.append(str(exc))
+    claimed = meta.get("lipnet.lipschitz_upper")
+    if isinstance(claimed, (int, float)):
+        bounds = exported_bounds(linear_weights(model), str(meta.get("lipnet.activation", "")), "the file")
+        proven = min(b["value"] for b in bounds)
+        if not claimed >= proven * (1 - 1e-6):
+            problems.append(f"the claimed Lipschitz bound {claimed:.6g} is below {proven:.6g}, the tightest bound "
+                            "recomputed on the file's weights: the bound or the weights were altered")
     info = {"path": path, "n_x": sess.n_x, "n_u": sess.n_u, "opset": [o.version for o in model.opset_import],
             "ops": [n.op_type for n in model.graph.node], "spectral_product_recomputed": recomputed,
-            "metadata": meta}
+            "integrity": "verified" if not problems else "FAILED", "problems": problems, "metadata": meta}
     if as_json:
         print(json.dumps(info, indent=2, default=str))
-        return 0
+        return 1 if problems else 0
     print(f"{path}: state [batch, {sess.n_x}] float32 -> action [batch, {sess.n_u}] float32, "
           f"opset {info['opset']}, {len(info['ops'])} nodes ({', '.join(dict.fromkeys(info['ops']))})")
     width = max((len(k) for k in meta), default=0)
@@ -65,7 +81,10 @@ def _inspect(path: str, as_json: bool) -> int:
             value = value if len(value) <= 100 else value[:97] + "..."
         print(f"  {key:<{width}}  {_fmt(value)}")
     print(f"  recomputed Π‖W‖₂ of the weights in the file: {recomputed:.6g}")
-    return 0
+    print(f"integrity: {info['integrity']}")
+    for problem in problems:
+        print(f"lipnet export --inspect: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def _print_report(report) -> None:

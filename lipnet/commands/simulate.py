@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 __all__ = ["add_arguments", "run", "EXAMPLE", "format_summary"]
 
@@ -11,7 +12,14 @@ EXAMPLE = """examples:
   lipnet simulate runs/pendulum --out sim/pendulum                      # the plant recorded in the run
   lipnet simulate controller.onnx --plant pendulum --x0 0.2,0 --duration 5 --out sim/pend_onnx
 
-The report has the layout of `lipnet hil run` (report.json, trajectory.npz, trajectory.png)."""
+The report has the layout of `lipnet hil run` (report.json, trajectory.npz, trajectory.png). An ONNX model
+must match the graph digest recorded by `lipnet export` (a corrupted or modified file is refused).
+
+A non-finite action or plant state stops the simulation at that step: the report is still written, with
+"result": {"ok": false, "failure": ..., "step": k}, and the trajectory up to the step.
+
+exit codes: 0 the simulation ran to the end with finite values; 1 it ran but failed (a non-finite action or
+state; one line on stderr says which and where); 2 bad input (model, plant, x0, options)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,14 +38,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def format_summary(rep: dict) -> str:
     """A short human-readable summary of a simulation report."""
-    perf, t = rep["performance"], rep["timing"]
+    perf, t, result = rep["performance"], rep["timing"], rep.get("result", {"ok": True})
     return "\n".join([
-        f"simulate: {rep['controller']['source']} ({rep['controller']['kind']}) on "
-        f"{rep['plant']['spec'] or rep['plant']['name']}, {rep['steps']} steps of {rep['plant']['dt']:g} s",
-        f"cost {perf['cost']:.6g} ({perf['cost_per_step']:.4g}/step), final |x - x_eq| {perf['final_error']:.3g}, "
-        f"rms {perf['rms_error']:.3g}",
-        f"controller call p50 {t['controller_us']['p50']:.1f} µs, plant step p50 {t['plant_step_us']['p50']:.1f} µs",
+        f"simulate: {rep['controller']['source']} ({rep['controller']['kind']}, integrity "
+        f"{rep['controller'].get('integrity', '-')}) on {rep['plant']['spec'] or rep['plant']['name']}, "
+        f"{rep['steps']} steps of {rep['plant']['dt']:g} s",
+        f"cost {_fmt(perf['cost'], '.6g')} ({_fmt(perf['cost_per_step'], '.4g')}/step), final |x - x_eq| "
+        f"{_fmt(perf['final_error'], '.3g')}, rms {_fmt(perf['rms_error'], '.3g')}",
+        f"controller call p50 {_fmt(t['controller_us']['p50'], '.1f')} µs, plant step p50 "
+        f"{_fmt(t['plant_step_us']['p50'], '.1f')} µs",
+        "result: ok" if result["ok"] else f"result: FAILED: {result['failure']}",
     ])
+
+
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None else f"{v:{spec}}"  # None: no step ran, or a non-finite figure
 
 
 def run(args) -> int:
@@ -55,4 +70,8 @@ def run(args) -> int:
     except (ValueError, FileNotFoundError) as exc:
         raise LipnetArgument(str(exc)) from None
     print(json.dumps(rep, indent=2) if args.json else format_summary(rep))
-    return 0 if rep["performance"]["finite"] else 1
+    if not rep["result"]["ok"]:  # ran, but failed: the report (if --out) records it; one line says why
+        where = f" (report in {args.out})" if args.out else ""
+        print(f"lipnet simulate: failed: {rep['result']['failure']}{where}", file=sys.stderr)
+        return 1
+    return 0
