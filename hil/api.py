@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,11 @@ def run_simulation(plant, model, x0=None, duration: float | None = None, steps: 
     plant = load_plant(plant)
     x0 = initial_state(plant, x0, seed)
     if steps is None:
+        from plants import MAX_HORIZON
+
+        if duration is not None and not (math.isfinite(duration) and 0 < duration / plant.dt <= MAX_HORIZON):
+            raise ValueError(f"duration must be > 0 s and at most {MAX_HORIZON} steps of dt = {plant.dt:g} s "
+                             f"({MAX_HORIZON * plant.dt:g} s), got {duration}")
         steps = max(1, round(duration / plant.dt)) if duration is not None else int(plant.horizon)
     sim = simulate(plant, policy, x0, steps)
     report = sim_report(sim, plant, policy, x0)

@@ -32,6 +32,7 @@ __all__ = ["HilConfig", "HilRecord", "HilHost", "DeviceUnreachable", "STATUS_NAM
 
 # Per-tick status: OK, or why the fallback was applied.
 OK, TIMEOUT, INJECTED, UNREACHABLE, SKIPPED, INVALID = 0, 1, 2, 3, 4, 5
+MAX_TICKS = 10**7  # a day at 100 Hz; the record keeps every tick in memory
 STATUS_NAMES = {OK: "ok", TIMEOUT: "timeout", INJECTED: "injected_loss", UNREACHABLE: "unreachable",
                 SKIPPED: "host_overrun", INVALID: "invalid_action"}
 _DEVICE_MISSES = (TIMEOUT, UNREACHABLE, INVALID)  # the misses the device (or the network to it) is to blame for
@@ -79,8 +80,9 @@ class HilConfig:
     max_miss_ratio: float | None = None
 
     def __post_init__(self):
-        if not (self.rate > 0 and self.duration > 0):
-            raise ValueError(f"rate and duration must be > 0, got rate={self.rate}, duration={self.duration}")
+        if not (0 < self.rate <= 1e6 and self.duration > 0 and self.rate * self.duration <= MAX_TICKS):
+            raise ValueError(f"rate must be in (0, 1e6] Hz and duration > 0 s with at most {MAX_TICKS} ticks in all, "
+                             f"got rate={self.rate}, duration={self.duration}")
         if self.deadline is None:
             self.deadline = 0.7 / self.rate
         if not 0 < self.deadline <= 1.0 / self.rate:

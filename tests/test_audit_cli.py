@@ -358,3 +358,16 @@ def test_inspect_flags_a_forged_bound_even_with_a_rewritten_hash(exported_model,
     assert main(["export", "--inspect", str(forged)]) == 1
     assert "below" in capsys.readouterr().err
     assert main(["export", "--inspect", str(exported_model)]) == 0
+
+
+@pytest.mark.parametrize("argv", [["--duration", "inf"], ["--duration", "1e12"], ["--duration", "nan"]])
+def test_simulate_duration_is_bounded(exported_model, tmp_path, capsys, argv):
+    assert main(["simulate", str(exported_model), "--no-plots", "--out", str(tmp_path / "s"), *argv]) == 2
+    assert "duration" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("argv", [["--rate", "inf"], ["--duration", "inf"], ["--rate", "1e9"]])
+def test_hil_run_rate_and_duration_are_bounded(tmp_path, capsys, argv):
+    assert main(["hil", "run", "--plant", "double_integrator", "--out", str(tmp_path / "h"),
+                 "--connect-timeout", "0.2", *argv]) == 2
+    assert _one_line_error(capsys)

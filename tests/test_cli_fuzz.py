@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from lipnet.cli import main
 
-FAST_EXAMPLES, SLOW_EXAMPLES = 25, 700
+FAST_EXAMPLES, SLOW_EXAMPLES = 20, 700
 
 # Values that break naive parsing: negatives, zero, huge, non-finite, garbage text, empty.
 _ints = st.one_of(st.integers(-3, 3), st.sampled_from([-(2**70), 2**64, 10**9, 1000]))
@@ -93,6 +93,8 @@ def base(tmp_path_factory):
     rc, _ = invoke(["train", "--plant", "double_integrator?horizon=5", "--steps", "1", "--hidden", "4", "--batch", "4",
                     "--no-progress", "--out", str(base / "template")])
     assert rc == 0
+    rc, _ = invoke(["export", str(base / "template"), "--out", str(base / "template" / "c.onnx"), "--samples", "20"])
+    assert rc == 0
     return base
 
 
@@ -165,4 +167,40 @@ def test_export_fuzz(base, monkeypatch, argv):
 @settings(max_examples=SLOW_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(argv=st.one_of(_certify_args.map(lambda a: ["certify", *a]), _export_args.map(lambda a: ["export", *a])))
 def test_certify_export_fuzz_many(base, monkeypatch, argv):
+    _check_other(base, monkeypatch, argv[0], argv[1:], allowed=(0, 1, 2))
+
+
+_vectors = st.one_of(st.sampled_from(["0,0", "0.1,0", "1e308,0", "nan,0", "0", "0,0,0", "a,b", "", ","]), _text)
+_simulate_args = st.tuples(
+    st.sampled_from(["run", "run/c.onnx", "missing", "file.txt", "sentinel/photos/a.jpg"]),
+    _opt("--plant", _plants), _opt("--x0", _vectors), _opt("--duration", _floats), _opt("--seed", _ints),
+    _opt("--provider", st.sampled_from(["cpu", "cuda", "tensorrt"])),
+    st.sampled_from([["--no-plots"], ["--no-plots", "--json"], []]),
+    _opt("--out", st.sampled_from(["sim", "sentinel", "file.txt", "run", "new/sim"])),
+).map(lambda p: [p[0], *[a for part in p[1:] for a in part]])
+
+_hil_args = st.tuples(
+    _opt("--rate", _floats), _opt("--duration", _floats), _opt("--deadline-ms", _floats), _opt("--loss", _floats),
+    _opt("--delay-ms", _floats), _opt("--x0", _vectors), _opt("--stall", _floats),
+    _opt("--max-miss-ratio", _floats), _opt("--device", st.sampled_from(["127.0.0.1:9", "nohost:1", "x", ":"])),
+).map(lambda p: ["run", "--plant", "double_integrator?horizon=5", "--out", "hil", "--connect-timeout", "0.2",
+                 "--no-plots", *[a for part in p for a in part]])
+
+
+@settings(max_examples=FAST_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(argv=_simulate_args)
+def test_simulate_fuzz(base, monkeypatch, argv):
+    _check_other(base, monkeypatch, "simulate", argv, allowed=(0, 1, 2))
+
+
+@settings(max_examples=FAST_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(argv=_hil_args)
+def test_hil_run_fuzz(base, monkeypatch, argv):
+    _check_other(base, monkeypatch, "hil", argv, allowed=(1, 2))
+
+
+@pytest.mark.slow
+@settings(max_examples=SLOW_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(argv=st.one_of(_simulate_args.map(lambda a: ["simulate", *a]), _hil_args.map(lambda a: ["hil", *a])))
+def test_simulate_hil_fuzz_many(base, monkeypatch, argv):
     _check_other(base, monkeypatch, argv[0], argv[1:], allowed=(0, 1, 2))
