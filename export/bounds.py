@@ -5,6 +5,8 @@ The exported controller is `sat(W_D σ(⋯ σ(W_1 x + b_1)) + b_D)` with 1-Lipsc
 checkpoint's float64 weights `W_l` bounds every product `W_D Λ_{D-1} ⋯ Λ_1 W_1` with diagonal `0 ≤ Λ ≤ I` (true
 of the construction, product, LipSDP and layer-wise bounds lipnet computes); expanding the product with
 `Ŵ_l = W_l + E_l` gives the transfer `L̂ ≤ L + Π(‖W_l‖ + δ_l) − Π‖W_l‖`, `δ_l = ‖E_l‖_F ≥ ‖E_l‖₂`.
+With periodic states the first layer acts on sin/cos features of the state, a 1-Lipschitz map: every bound on
+the weights (the first matrix taking the features) still holds from state to action.
 Needs numpy only (the certificate's hash is checked with `lipnet.certify` when it is installed).
 """
 

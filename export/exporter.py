@@ -3,7 +3,8 @@
 Exporter: `torch.onnx.export(..., dynamo=True)`, the torch.export-based path. It is the default and the
 maintained one in torch ≥ 2.9 (the TorchScript exporter warns that it will be removed); it takes a
 `dynamic_shapes` batch dimension directly (the `dynamic_axes` translation is the flaky part) and emits a clean
-graph (Gemm, Relu/Tanh, Slice/Max/Min/Concat, saturation ops; constants as initializers, no Constant nodes).
+graph (Gemm, Relu/Tanh, Slice/Max/Min/Concat, saturation ops, Sub/Sin/Where/Slice/Cos/Concat for periodic
+states; constants as initializers, no Constant nodes).
 Its cost, about 1.5 s per export, is paid once per model. Opset 18 is its minimum and our default.
 
 Steps: fold → export → metadata → `onnx.checker` (full) → temporary file in the destination folder →
@@ -264,6 +265,8 @@ def _write_checked(controller, model, tmp: Path, plant, dt, ckpt, cert, fresh, u
             "lipnet.state_scale": controller.state_scale.tolist(),
             "lipnet.action_limits": _limits_meta(controller), "lipnet.activation": controller.activation,
             "lipnet.hidden": list(controller.hidden), "lipnet.precision": precision,
+            "lipnet.periodic": list(controller.periodic),
+            "lipnet.periodic_center": controller.periodic_center().tolist() if controller.periodic else [],
             "lipnet.lipschitz_upper": upper, "lipnet.lipschitz_bounds": entries,
             "lipnet.certificate": ({**fresh, "source": "recomputed by lipnet export; the run's certificate.json "
                                     "matched it"} if cert.status == "verified" else own_cert),

@@ -4,6 +4,11 @@ The export graph must hold no parametrisation (no norm, no SVD, no manifold), on
 controller computes in raw units: `u = sat(W_D σ(⋯ σ(W_1 x + b_1)) + b_D)`. GroupSort pairs `(2i, 2i+1)`
 are made contiguous halves by permuting the rows of the layer before and the columns of the layer after
 (exact: a permutation moves numbers, it rounds nothing), so the graph needs only Slice, Max, Min and Concat.
+
+Periodic states reach the first layer as the raw features `f(x)` of `Controller.folded_weights()`:
+`d = x − c` (c the periodic centres, 0 elsewhere), `Where(periodic, Sin(d), x)`, then `Cos(d_p) − 1` of one
+Slice per periodic p, concatenated. The features are computed in float32 even in an fp16 model: an angle far
+outside [−π, π] has no useful float16 representation (spacing 0.5 at 1000 rad), its sine does.
 """
 
 from __future__ import annotations
@@ -78,9 +83,11 @@ class FoldedController(nn.Module):
     activation : `relu`, `tanh` or `groupsort`.
     plan : `saturation_plan(...)` of the controller.
     dtype : float32 for the standard model, float16 for `--fp16` (inputs and outputs stay float32).
+    periodic, periodic_center : periodic state indices and their centres (`Controller.periodic_center()`).
     """
 
-    def __init__(self, weights, activation: str, plan: dict, dtype: torch.dtype = torch.float32):
+    def __init__(self, weights, activation: str, plan: dict, dtype: torch.dtype = torch.float32,
+                 periodic=(), periodic_center=None):
         super().__init__()
         if activation == "groupsort":
             weights = _groupsort_permuted(weights)
@@ -110,7 +117,24 @@ class FoldedController(nn.Module):
         buf("sat_centre", plan["centre"])
         buf("sat_half", plan["half"])
         self.register_buffer("tanh_mask", torch.as_tensor(plan["tanh"]))
-        self.n_x, self.n_u = weights[0][0].shape[1], weights[-1][0].shape[0]
+        self.periodic = tuple(int(p) for p in periodic)
+        self.n_x, self.n_u = weights[0][0].shape[1] - len(self.periodic), weights[-1][0].shape[0]
+        if self.periodic:  # no buffers otherwise: the graph of a controller without angles is unchanged
+            centre, mask = np.zeros(self.n_x), np.zeros(self.n_x, bool)
+            centre[list(self.periodic)] = np.asarray(periodic_center, np.float64)
+            mask[list(self.periodic)] = True
+            self.register_buffer("feat_centre", torch.as_tensor(centre).to(torch.float32))
+            self.register_buffer("feat_mask", torch.as_tensor(mask))
+
+    def features(self, state: torch.Tensor) -> torch.Tensor:
+        """Raw input features `f(x)` in float32 (the state itself without periodic states)."""
+        if not self.periodic:
+            return state
+        d = state - self.feat_centre  # exact for the non-periodic columns (centre 0), unused there anyway
+        # Where keeps the export graph to elementwise ops; sin of a non-periodic state is computed but not used.
+        z = torch.where(self.feat_mask, torch.sin(d), state)
+        dp = torch.cat([d[..., p:p + 1] for p in self.periodic], dim=-1)
+        return torch.cat([z, torch.cos(dp) - 1.0], dim=-1)
 
     def saturate(self, v: torch.Tensor) -> torch.Tensor:
         """The controller's saturation, written with the same formula as `Controller.saturate`.
@@ -126,7 +150,7 @@ class FoldedController(nn.Module):
         return torch.minimum(torch.maximum(v, self.sat_low), self.sat_high)
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
-        z = state.to(self.compute_dtype)
+        z = (self.features(state.to(torch.float32)) if self.periodic else state).to(self.compute_dtype)
         for i, lin in enumerate(self.layers):
             z = lin(z)
             if i < len(self.layers) - 1:
@@ -138,4 +162,7 @@ def fold_controller(controller, dtype: torch.dtype = torch.float32) -> FoldedCon
     """The plain, parametrisation-free module computing the same function as `controller` (eval mode)."""
     lo, hi = controller.limits()
     plan = saturation_plan(lo, hi, controller.saturation, controller.has_limits)
-    return FoldedController(controller.folded_weights(), controller.activation, plan, dtype=dtype).eval()
+    periodic = tuple(getattr(controller, "periodic", ()))
+    return FoldedController(controller.folded_weights(), controller.activation, plan, dtype=dtype,
+                            periodic=periodic,
+                            periodic_center=controller.periodic_center() if periodic else None).eval()

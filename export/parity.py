@@ -45,8 +45,7 @@ def training_box(controller, plant_spec: str | None = None) -> tuple[np.ndarray,
 
 @torch.no_grad()
 def _unsaturated(controller, x: np.ndarray) -> np.ndarray:
-    xt = torch.as_tensor(x, dtype=torch.float32)
-    z = (xt - controller.state_offset) / controller.state_scale
+    z = controller.features(torch.as_tensor(x, dtype=torch.float32))
     return (controller.action_offset + controller.action_scale * controller.network(z)).double().numpy()
 
 
@@ -87,7 +86,10 @@ def torch_actions(controller, states: np.ndarray) -> np.ndarray:
 
 def working_magnitude(controller, states: np.ndarray) -> np.ndarray:
     """`m(x)`: the largest |pre-activation| of any layer (output layer included) per state, float64."""
-    z = np.asarray(states, np.float64)
+    from lipnet.certify.network import input_features
+
+    periodic = tuple(getattr(controller, "periodic", ()))
+    z = input_features(states, periodic, controller.periodic_center() if periodic else None)
     m = np.zeros(len(z))
     weights = controller.folded_weights()
     for i, (w, b) in enumerate(weights):

@@ -17,7 +17,7 @@ from .metadata import decode_metadata, load_model
 __all__ = ["NumpyPolicy", "numpy_policy", "SUPPORTED_OPS", "linear_weights"]
 
 SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "Tanh", "Max", "Min", "Clip", "Where",
-                 "Slice", "Concat", "Cast", "Identity", "Constant", "Neg")
+                 "Slice", "Concat", "Cast", "Identity", "Constant", "Neg", "Sin", "Cos")
 _BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
 # ONNX TensorProto element types that a controller graph may carry.
 _DTYPES = {1: np.float32, 10: np.float16, 11: np.float64, 6: np.int32, 7: np.int64, 9: np.bool_}
@@ -95,6 +95,10 @@ class _Program:
             return lambda x: np.maximum(x, x.dtype.type(0))
         if op == "Tanh":
             return np.tanh
+        if op == "Sin":  # the features of periodic states; numpy keeps the input's precision
+            return np.sin
+        if op == "Cos":
+            return np.cos
         if op in ("Max", "Min"):
             f = np.maximum if op == "Max" else np.minimum
 
@@ -209,7 +213,11 @@ def numpy_policy(path: str | os.PathLike) -> NumpyPolicy:
 
 
 def linear_weights(model) -> list[np.ndarray]:
-    """The weight matrices `W` (out × in, float64, exact upcast) of the Gemm / MatMul nodes, in graph order."""
+    """The weight matrices `W` (out × in, float64, exact upcast) of the Gemm / MatMul nodes, in graph order.
+
+    With periodic states the first acts on the sin/cos features, a 1-Lipschitz map of the state: bounds computed
+    on these matrices still hold from state to action.
+    """
     from onnx import numpy_helper
 
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}

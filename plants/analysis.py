@@ -14,7 +14,7 @@ from .errors import PlantRuntimeError, PlantSpecError
 from .linear import LinearPlant
 from .ode import NOT_DIFFERENTIABLE, hints_not_differentiable
 
-__all__ = ["linearize", "lqr", "LQR", "LQRPolicy"]
+__all__ = ["linearize", "lqr", "LQR", "LQRPolicy", "wrap_periodic"]
 
 
 def _jacobians(plant: Plant, x0: torch.Tensor, u0: torch.Tensor, method: str) -> tuple[np.ndarray, np.ndarray]:
@@ -121,11 +121,26 @@ def linearize(plant: Plant, x=None, u=None, method: str = "jacrev"):
     return control.ss(A, B, np.eye(plant.n_x), np.zeros((plant.n_x, plant.n_u)), plant.dt)
 
 
-class LQRPolicy(nn.Module):
-    """`u = u_eq − K (x − x_eq)`, clipped to `[u_low, u_high]` when `clip` and the limits exist."""
+def wrap_periodic(x: torch.Tensor, center: torch.Tensor, periodic) -> torch.Tensor:
+    """`x` with its `periodic` coordinates moved by multiples of 2π into (c − π, c + π]."""
+    if not periodic:
+        return x
+    idx = list(periodic)
+    d = x[..., idx] - center[idx]
+    wrapped = center[idx] + torch.atan2(torch.sin(d), torch.cos(d))
+    return x.index_copy(-1, torch.as_tensor(idx, device=x.device), wrapped)
 
-    def __init__(self, K, x_eq, u_eq, u_low=None, u_high=None, clip: bool = True):
+
+class LQRPolicy(nn.Module):
+    """`u = u_eq − K (x − x_eq)`, clipped to `[u_low, u_high]` when `clip` and the limits exist.
+
+    The `periodic` coordinates of `x − x_eq` are wrapped into (−π, π] first: the saturated LQR a user would
+    deploy on a pendulum measures the angle on the circle.
+    """
+
+    def __init__(self, K, x_eq, u_eq, u_low=None, u_high=None, clip: bool = True, periodic=()):
         super().__init__()
+        self.periodic = tuple(int(i) for i in periodic)
         f64 = torch.float64
         self.register_buffer("K", torch.as_tensor(np.asarray(K, float), dtype=f64))
         self.register_buffer("x_eq", torch.as_tensor(np.asarray(x_eq, float), dtype=f64))
@@ -156,6 +171,8 @@ class LQRPolicy(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """`[b, n_x] → [b, n_u]`."""
         Kt, offset, lo, hi = self._consts(x)
+        if self.periodic:
+            x = wrap_periodic(x, self.x_eq.to(x), self.periodic)
         u = torch.addmm(offset, x, Kt, alpha=-1.0) if x.dim() == 2 else offset - x @ Kt
         return torch.clamp(u, lo, hi) if self.clip else u
 
@@ -175,12 +192,13 @@ class LQR:
 
     def cost(self, x0: torch.Tensor) -> torch.Tensor:
         """Infinite-horizon optimal cost of the linearised problem, `(x0−x_eq)ᵀ P (x0−x_eq)` per row."""
-        dx = x0 - torch.as_tensor(self.x_eq, dtype=x0.dtype, device=x0.device)
+        x_eq = torch.as_tensor(self.x_eq, dtype=x0.dtype, device=x0.device)
+        dx = wrap_periodic(x0, x_eq, self.policy.periodic) - x_eq
         return ((dx @ torch.as_tensor(self.P, dtype=x0.dtype, device=x0.device)) * dx).sum(-1)
 
     def unclipped(self) -> LQRPolicy:
         """The same feedback without actuator clipping."""
-        return LQRPolicy(self.K, self.x_eq, self.u_eq, clip=False)
+        return LQRPolicy(self.K, self.x_eq, self.u_eq, clip=False, periodic=self.policy.periodic)
 
 
 def lqr(plant: Plant, clip: bool = True) -> LQR:
@@ -198,6 +216,6 @@ def lqr(plant: Plant, clip: bool = True) -> LQR:
         raise ValueError(f"LQR of {plant.name!r} failed at its equilibrium: {type(e).__name__}: {e}; the "
                          f"linearisation must be stabilisable with Q >= 0, R > 0") from e
     K, P = np.asarray(K, float), np.asarray(P, float)
-    policy = LQRPolicy(K, plant.x_eq, plant.u_eq, plant.u_low, plant.u_high, clip=clip)
+    policy = LQRPolicy(K, plant.x_eq, plant.u_eq, plant.u_low, plant.u_high, clip=clip, periodic=plant.periodic)
     return LQR(K=K, P=P, A=A, B=B, x_eq=plant.x_eq.copy(), u_eq=plant.u_eq.copy(), poles=np.asarray(E),
                policy=policy)

@@ -11,7 +11,7 @@ import torch
 from .errors import PlantSpecError
 from .options import MAX_HORIZON, positive_int
 
-__all__ = ["Plant", "InitialStates", "initial_states", "positive_number", "real_array"]
+__all__ = ["Plant", "InitialStates", "initial_states", "positive_number", "real_array", "periodic_indices"]
 
 
 @dataclass
@@ -39,8 +39,9 @@ class Plant:
     `u_low`, `u_high` (actuator limits, None if unlimited), `Q`, `R` (stage cost on deviations from
     the equilibrium), `init_train`, `init_eval` (initial-state distributions; eval is the harder one),
     `horizon` (default rollout length in steps, at most `MAX_HORIZON`), `state_names`, `state_units`,
-    `input_names` (one per state / input, or empty for defaults), `spec`. Construction checks them all and
-    raises `PlantSpecError` naming the first bad one.
+    `input_names` (one per state / input, or empty for defaults), `spec`, `periodic` (indices of 2π-periodic
+    angles: the cost, the success test and the controller's input see them wrapped). Construction checks them all
+    and raises `PlantSpecError` naming the first bad one.
     """
 
     n_x: int
@@ -60,6 +61,7 @@ class Plant:
     input_names: list[str] = field(default_factory=list)
     spec: str = ""
     name: str = "plant"
+    periodic: tuple[int, ...] = ()
     # Constants as tensors per (name, dtype, device), so `step`/`stage_cost` never convert numpy per call.
     _consts: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -84,6 +86,7 @@ class Plant:
         self.state_names = _names(self.state_names, n, "state_names", "n_x", "state") or [f"x{i}" for i in range(n)]
         self.state_units = _names(self.state_units, n, "state_units", "n_x", "state") or ["" for _ in range(n)]
         self.input_names = _names(self.input_names, m, "input_names", "n_u", "input") or [f"u{i}" for i in range(m)]
+        self.periodic = periodic_indices(self.periodic, n)
 
     def step(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """One sample period: `x` is `[batch, n_x]`, `u` is `[batch, n_u]`; differentiable."""
@@ -138,9 +141,18 @@ class Plant:
         return (None if self.u_low is None else self.const("u_low", like),
                 None if self.u_high is None else self.const("u_high", like))
 
-    def stage_cost(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """`(x−x_eq)ᵀQ(x−x_eq) + (u−u_eq)ᵀR(u−u_eq)` per batch row (any leading batch dimensions)."""
+    def deviation(self, x: torch.Tensor) -> torch.Tensor:
+        """`x − x_eq` with every periodic coordinate wrapped into (−π, π] (so θ and θ + 2π deviate alike)."""
         dx = x - self.const("x_eq", x)
+        if not self.periodic:
+            return dx
+        idx = list(self.periodic)
+        wrapped = torch.atan2(torch.sin(dx[..., idx]), torch.cos(dx[..., idx]))
+        return dx.index_copy(-1, torch.as_tensor(idx, device=dx.device), wrapped)
+
+    def stage_cost(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """`dxᵀQ dx + (u−u_eq)ᵀR(u−u_eq)` per batch row, `dx = deviation(x)` (any leading batch dimensions)."""
+        dx = self.deviation(x)
         du = u - self.const("u_eq", u)
         return ((dx @ self.const("Q", x)) * dx).sum(-1) + ((du @ self.const("R", u)) * du).sum(-1)
 
@@ -192,8 +204,24 @@ def _names(names, n: int, key: str, dim: str, what: str) -> list[str]:
     return names
 
 
-def initial_states(x0_std, x0_box, n: int) -> dict[str, InitialStates]:
-    """`init_train`, `init_eval` from `x0_std` (Gaussian std) or `x0_box` (uniform box half-widths); eval is 1.5×.
+def periodic_indices(value, n: int) -> tuple[int, ...]:
+    """`value` as sorted unique state indices in [0, n), or `PlantSpecError` naming `periodic`."""
+    items = [value] if np.ndim(value) == 0 else list(np.asarray(value).reshape(-1)) if len(value) else []
+    out = []
+    for v in items:
+        f = float(v) if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) else math.nan
+        if not (f == int(f) if math.isfinite(f) else False) or not 0 <= f < n:
+            raise PlantSpecError(f"periodic must be state indices from 0 to {n - 1} (the 2π-periodic angles), "
+                                 f"got {value!r}")
+        out.append(int(f))
+    if len(set(out)) != len(out):
+        raise PlantSpecError(f"periodic lists an index twice: {value!r}")
+    return tuple(sorted(out))
+
+
+def initial_states(x0_std, x0_box, n: int, eval_factor: float = 1.5) -> dict[str, InitialStates]:
+    """`init_train`, `init_eval` from `x0_std` (Gaussian std) or `x0_box` (uniform box half-widths); eval is
+    `eval_factor` × the training scale.
 
     Either may be a scalar or `n` values; with neither, the Gaussian `x0_std = 1`.
     """
@@ -208,4 +236,4 @@ def initial_states(x0_std, x0_box, n: int) -> dict[str, InitialStates]:
     scale = real_array(value, key, (n,), broadcast=True)
     if (scale < 0).any():
         raise PlantSpecError(f"{key} must be 1 or {n} finite values >= 0, got {scale.tolist()}")
-    return {"init_train": InitialStates(scale, kind), "init_eval": InitialStates(1.5 * scale, kind)}
+    return {"init_train": InitialStates(scale, kind), "init_eval": InitialStates(eval_factor * scale, kind)}

@@ -38,6 +38,11 @@ class Pendulum(ODEPlant):
     NAME = "pendulum"
     PARAMS = {"m": (1.0, "kg", "bob mass"), "l": (1.0, "m", "rod length"), "g": (9.81, "m/s^2", "gravity"),
               "b": (0.1, "N m s", "viscous damping"), "u_max": (5.0, "N m", "torque limit")}
+    PERIODIC = (0,)
+    # swingup: from anywhere on the circle (θ̇ ∈ ±1 rad/s) with u_max = 40 % of m g l, so from |θ| > 0.41 rad the
+    # torque cannot hold the pendulum and it must swing; 10 s to get upright and stay there.
+    TASKS = {"swingup": lambda p: {"u_max": 0.4 * p["m"] * p["g"] * p["l"], "x0_box": [math.pi, 1.0],
+                                   "horizon": 200}}
     DT, SUBSTEPS, HORIZON = 0.05, 2, 100
 
     def describe(self, p):
@@ -70,6 +75,7 @@ class CartPole(ODEPlant):
     """
 
     NAME = "cartpole"
+    PERIODIC = (2,)
     PARAMS = {"M": (1.0, "kg", "cart mass"), "m": (0.1, "kg", "pole mass"),
               "l": (0.5, "m", "effective (half) pole length"), "g": (9.8, "m/s^2", "gravity"),
               "u_max": (10.0, "N", "force limit")}
@@ -110,6 +116,7 @@ class Quadrotor2D(ODEPlant):
     """
 
     NAME = "quadrotor2d"
+    PERIODIC = (4,)
     PARAMS = {"m": (0.027, "kg", "mass"), "Iyy": (1.4e-5, "kg m^2", "pitch inertia"),
               "L": (0.0397, "m", "arm length"), "g": (9.8, "m/s^2", "gravity"),
               "twr": (2.0, "", "thrust-to-weight ratio (per-motor limit twr m g / 2)")}

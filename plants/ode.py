@@ -31,6 +31,15 @@ _NOT_DIFFERENTIABLE_HINTS = ("numpy()", "doesn't have storage", ".item()", "does
                              "does not have a grad_fn")
 
 
+# Options of the built-in ODE plants beyond their physical parameters: the initial-state region and task presets.
+REGION_OPTIONS = {
+    "x0_box": "half-widths of the uniform initial-state box around the equilibrium (1 or n_x values); "
+              "training and evaluation use the same box",
+    "x0_std": "std of Gaussian initial states around the equilibrium (1 or n_x values), instead of x0_box",
+    "task": "a preset of options for a documented task (see the plant's TASKS); options given beside it win",
+}
+
+
 def hints_not_differentiable(exc: BaseException) -> bool:
     """Whether `exc` is torch refusing to differentiate through numpy, `.item()` or a detached tensor."""
     text = str(exc)
@@ -69,31 +78,47 @@ class ODEPlant(Plant):
 
     NAME: ClassVar[str] = "ode"
     PARAMS: ClassVar[dict[str, tuple[float, str, str]]] = {}
+    # Task presets: name → function of the physical parameters giving option values (e.g. u_max, x0_box).
+    TASKS: ClassVar[dict[str, Callable[[dict[str, float]], dict[str, Any]]]] = {}
+    PERIODIC: ClassVar[tuple[int, ...]] = ()  # indices of 2π-periodic angles
     DT: ClassVar[float] = 0.02
     SUBSTEPS: ClassVar[int] = 1
     HORIZON: ClassVar[int] = 200
 
     def __init__(self, **options: Any):
-        check_keys(options, [*self.PARAMS, *COMMON_OPTIONS], f"plant {self.NAME!r}")
-        vals = {k: parse_value(v, k) if isinstance(v, str) else v for k, v in options.items()}
-        params = {}
-        for key, (default, _, _) in self.PARAMS.items():
-            v = vals.get(key, default)
-            if np.ndim(v) != 0 or not math.isfinite(float(v)):
-                raise PlantSpecError(f"parameter {key} of {self.NAME!r} must be one finite number, got {v!r}")
-            params[key] = float(v)
+        check_keys(options, [*self.PARAMS, *COMMON_OPTIONS, *REGION_OPTIONS], f"plant {self.NAME!r}")
+        given = {k: parse_value(v, k) if isinstance(v, str) and k != "task" else v for k, v in options.items()}
+        vals = dict(given)
+        task = vals.pop("task", None)
+        if task is not None:
+            if task not in self.TASKS:
+                raise PlantSpecError(f"unknown task {task!r} for plant {self.NAME!r}; valid tasks: "
+                                     f"{', '.join(self.TASKS) or 'none'}")
+            vals = {**self.TASKS[task](self._params(vals)), **vals}  # explicit options win over the preset
+        params = self._params(vals)
         dt = positive_number(vals.get("dt", self.DT), "dt")
         substeps = positive_int(vals.get("substeps", self.SUBSTEPS), "substeps", MAX_SUBSTEPS)
         horizon = positive_int(vals.get("horizon", self.HORIZON), "horizon", MAX_HORIZON)
-        self.params = params
+        self.params, self.task = params, task
         self.substeps = substeps
         desc = self.describe(params)
         if "q" in vals:
             desc["Q"] = diag_option(vals["q"], desc["n_x"], "q")
         if "r" in vals:
             desc["R"] = diag_option(vals["r"], desc["n_u"], "r")
-        Plant.__init__(self, dt=dt, horizon=horizon, spec=make_spec(self.NAME, vals),
-                       name=self.NAME, **desc)
+        if "x0_box" in vals or "x0_std" in vals:
+            desc.update(initial_states(vals.get("x0_std"), vals.get("x0_box"), desc["n_x"], eval_factor=1.0))
+        Plant.__init__(self, dt=dt, horizon=horizon, spec=make_spec(self.NAME, given), name=self.NAME,
+                       periodic=self.PERIODIC, **desc)
+
+    def _params(self, vals: dict[str, Any]) -> dict[str, float]:
+        params = {}
+        for key, (default, _, _) in self.PARAMS.items():
+            v = vals.get(key, default)
+            if np.ndim(v) != 0 or not math.isfinite(float(v)):
+                raise PlantSpecError(f"parameter {key} of {self.NAME!r} must be one finite number, got {v!r}")
+            params[key] = float(v)
+        return params
 
     # Subclasses implement `describe` and `rhs` (and `drive` when part of the input term can be hoisted).
     def describe(self, p: dict[str, float]) -> dict[str, Any]:
@@ -180,7 +205,7 @@ class FunctionPlant(ODEPlant):
             raise PlantSpecError(f"f must be a callable f(x, u) -> dx/dt, got {type(f).__name__}")
         n_x, n_u = positive_int(n_x, "n_x"), positive_int(n_u, "n_u")
         check_keys(plant_kwargs, ["x_eq", "u_eq", "u_low", "u_high", "Q", "R", "horizon", "state_names",
-                                  "state_units", "input_names"], "a user plant")
+                                  "state_units", "input_names", "periodic"], "a user plant")
         self.user_f, self.params = f, {}
         self.substeps = positive_int(substeps, "substeps", MAX_SUBSTEPS)
         Plant.__init__(self, n_x=n_x, n_u=n_u, dt=dt, name=name, spec=spec,

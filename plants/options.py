@@ -64,11 +64,15 @@ def format_value(value) -> str:
     return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
 
 
+TEXT_OPTIONS = ("task",)  # options whose value is a name, not numbers
+
+
 def make_spec(base: str, options: Mapping[str, object]) -> str:
     """`base?k1=v1&k2=v2` with keys sorted (just `base` without options)."""
     if not options:
         return base
-    return base + "?" + "&".join(f"{k}={format_value(v)}" for k, v in sorted(options.items()))
+    return base + "?" + "&".join(f"{k}={v if k in TEXT_OPTIONS else format_value(v)}"
+                                 for k, v in sorted(options.items()))
 
 
 def check_keys(given: Iterable[str], valid: Iterable[str], what: str) -> None:

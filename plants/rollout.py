@@ -102,6 +102,6 @@ def run_loop(plant: Plant, closed_loop: Callable[[torch.Tensor, int], tuple[torc
     # One vectorised cost evaluation over all steps instead of T small ones.
     cost = plant.stage_cost(states[:-1], actions).sum(0) if T else x0.new_zeros(x0.shape[0])
     if P is not None:
-        dx = states[-1] - plant.const("x_eq", x0)
+        dx = plant.deviation(states[-1])
         cost = cost + ((dx @ torch.as_tensor(P, dtype=x0.dtype, device=x0.device)) * dx).sum(-1)
     return Rollout(states=states, actions=actions, cost=cost)

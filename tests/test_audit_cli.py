@@ -300,8 +300,8 @@ def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
 def test_train_headline_shows_both_ratios(tmp_path, capsys):
     assert main(["train", *FAST, "--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
-    assert "saturated LQR policy" in out and "LQR optimum" in out
-    assert math.isfinite(float(out.split("saturated LQR policy: ")[1].split(";")[0]))
+    assert "saturated LQR:" in out and "LQR optimum" in out and "cost / saturated LQR" in out
+    assert math.isfinite(float(out.split("cost / saturated LQR ")[1].split()[0].rstrip(";")))
 
 
 def test_export_replaces_only_a_model_it_made(trained, tmp_path, capsys):

@@ -2,6 +2,10 @@
 
 The saturation is 1-Lipschitz per channel, so a bound on the folded MLP `W_D σ(⋯σ(W_1 x + b_1)⋯) + b_D` is a bound
 on the controller. Biases never enter a Lipschitz bound.
+
+With periodic states the MLP's input is the feature vector f(x) (sin/cos of the angles, `network.input_features`),
+and every bound here (spectral, ECLipsE, LipSDP, path-norm) is computed on the MLP from f. f is 1-Lipschitz, so
+each stays a sound bound from raw state to action; the construction bound already includes the feature map.
 """
 
 from __future__ import annotations

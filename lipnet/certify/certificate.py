@@ -144,6 +144,8 @@ def certify_controller(controller, plant=None, methods=None, region: Region | No
                                      iqc_max_neurons=limit, solver=solver)
     arch = {"n_x": net.n_in, "n_u": net.n_out, "hidden": net.hidden, "activation": net.activation,
             "saturation": net.saturation}
+    if net.periodic:  # only then, so certificates of other controllers read as before
+        arch.update(periodic=list(net.periodic), periodic_center=net.periodic_center.tolist())
     return Certificate(network_hash(controller), records, low, cl,
                        plant="" if plant is None else (getattr(plant, "spec", "") or plant.name), architecture=arch,
                        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))

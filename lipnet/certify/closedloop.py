@@ -8,6 +8,12 @@ barrier method), or by the triangle inequality Lip(π) + ‖K‖₂. With A_cl =
 each other). This is a certificate for a linear plant only; for a nonlinear plant the same numbers describe its
 linearisation and are reported as such, never as certified. The tighter option (`iqc.py`): a neuron-wise
 incremental quadratic-constraint LMI with a Lyapunov matrix P, which contains the small-gain test as its t = 0 case.
+
+Both LMIs put the first layer's input and the skip branch −K x on the same vector x, i.e. assume the first layer
+is linear in the state. With periodic input features (sin/cos of angles) it is not, so neither applies: Lip(Δ) is
+then bounded by the triangle inequality alone, Lip(π) + ‖K‖₂ with the smaller of the spectral and LipSDP bounds
+of π's network on its features (sound on raw states: the feature map is 1-Lipschitz), and the IQC test is
+reported not applicable.
 """
 
 from __future__ import annotations
@@ -20,13 +26,14 @@ from lipnet.exceptions import LipnetDimension
 from .bounds import spectral_bound
 from .empirical import network_forward
 from .fast import lipsdp_schur
-from .lmi import LipschitzLMI
+from .lmi import LipschitzLMI, lmi_of_mlp
 from .network import MLP, activation_slope, mlp_of
 
 __all__ = ["controller_gain", "residual_lipschitz", "hinf_norm", "small_gain", "closed_loop_certificate",
            "loop_lmi"]
 
 IQC_MODES = ("fallback", "always", "off")
+PERIODIC_NOT_APPLICABLE = "not applicable: periodic input features"
 
 
 def controller_gain(net: MLP, x_eq: np.ndarray, h: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -44,7 +51,7 @@ def controller_gain(net: MLP, x_eq: np.ndarray, h: float | None = None) -> tuple
 def loop_lmi(net: MLP) -> LipschitzLMI | None:
     """The network Δx ↦ Δu as LMI data (β folded, a saturation as one more slope-[0, 1] layer), or None."""
     slope = activation_slope(net.activation)
-    if slope is None or slope[0] != 0.0:
+    if slope is None or slope[0] != 0.0 or net.periodic:  # periodic: the first layer is not linear in x
         return None
     ws = [net.weights[0]] + [slope[1] * w for w in net.weights[1:]]
     if net.saturated:
@@ -52,12 +59,33 @@ def loop_lmi(net: MLP) -> LipschitzLMI | None:
     return LipschitzLMI(ws[:-1], ws[-1])
 
 
+def _feature_lipschitz(net: MLP) -> float | None:
+    """LipSDP-neuron (ours) on π's network from its features, sound for π on raw states; None if not applicable."""
+    slope = activation_slope(net.activation)
+    if slope is None or slope[0] != 0.0 or len(net.weights) < 2:
+        return None
+    return lipsdp_schur(lmi_of_mlp(net.weights, slope))["value"]
+
+
 def residual_lipschitz(net: MLP, K: np.ndarray) -> dict:
-    """Sound upper bound on Lip(x ↦ π(x) − K x), the tightest of the applicable methods."""
+    """Sound upper bound on Lip(x ↦ π(x) − K x), the tightest of the applicable methods.
+
+    `all` maps each method to its value; `not_applicable` names the methods left out and why.
+    """
     K = np.asarray(K, dtype=np.float64)
     lip_pi = spectral_bound(net.weights)
-    results = {"triangle": lip_pi + spectral_bound([K])}
+    norm_k = spectral_bound([K])
+    results = {"triangle": lip_pi + norm_k}
     slope = activation_slope(net.activation)
+    if net.periodic:
+        # The skip branch −K x and the first layer do not share their input (x vs sin/cos features), so the
+        # residual LMI does not apply; Lip(π) + ‖K‖ holds with any sound bound of Lip(π).
+        lip_sdp = _feature_lipschitz(net)
+        if lip_sdp is not None:
+            results["triangle-lipsdp"] = lip_sdp + norm_k
+        method = min(results, key=results.get)
+        return {"value": results[method], "method": method, "all": results,
+                "not_applicable": {"lipsdp-schur": PERIODIC_NOT_APPLICABLE}}
     if slope is not None and slope[0] == 0.0:
         beta = slope[1]
         ws = [net.weights[0]] + [beta * w for w in net.weights[1:]]
@@ -69,7 +97,7 @@ def residual_lipschitz(net: MLP, K: np.ndarray) -> dict:
         if res["value"] is not None:
             results["lipsdp-schur"] = res["value"]
     method = min(results, key=results.get)
-    return {"value": results[method], "method": method, "all": results}
+    return {"value": results[method], "method": method, "all": results, "not_applicable": {}}
 
 
 def hinf_norm(A: np.ndarray, B: np.ndarray, dt: float) -> float:
@@ -148,10 +176,15 @@ def closed_loop_certificate(controller_or_mlp, A, B, dt: float, x_eq=None, u_eq=
         "small gain ⇒ incremental ℓ2 stability: all closed-loop trajectories converge to one another "
         "(to the closed-loop equilibrium, which is x_eq only if π(x_eq) = u_eq)",
     ]
+    if net.periodic:
+        assumptions.append(f"periodic states {list(net.periodic)} enter through sin/cos features (1-Lipschitz): "
+                           "the residual and IQC LMIs are not applicable (they need a first layer linear in x)")
     iqc_res = None
     lmi = loop_lmi(net)
     if linear and iqc != "off" and (iqc == "always" or not sg["passes"]):
-        if lmi is None:
+        if net.periodic:
+            iqc_res = {"passes": False, "reason": PERIODIC_NOT_APPLICABLE}
+        elif lmi is None:
             iqc_res = {"passes": False, "reason": f"not applicable: activation {net.activation!r}"}
         elif sum(lmi.widths) > iqc_max_neurons:
             iqc_res = {"passes": False, "reason": f"skipped: {sum(lmi.widths)} neurons > {iqc_max_neurons}"}
@@ -185,6 +218,7 @@ def closed_loop_certificate(controller_or_mlp, A, B, dt: float, x_eq=None, u_eq=
         "x_eq": x_eq.tolist(), "u_eq": u_eq.tolist(), "controller_at_equilibrium": u_at_eq.tolist(),
         "equilibrium_offset": float(np.linalg.norm(u_at_eq - u_eq)),
         "K": K.tolist(), "lip_delta": res["value"], "lip_delta_method": res["method"],
-        "lip_delta_all": res["all"], **{k: v for k, v in sg.items() if k not in ("lip_delta",)},
+        "lip_delta_all": res["all"], "lip_delta_not_applicable": res["not_applicable"],
+        "periodic": list(net.periodic), **{k: v for k, v in sg.items() if k not in ("lip_delta",)},
         "certified": certified, "verdict": verdict, "assumptions": assumptions,
     }

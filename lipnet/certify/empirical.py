@@ -10,6 +10,7 @@ Two searches, both in float64 on the folded network:
 
 Each value is a lower bound of the network's local Lipschitz constant on the box, hence of its global constant.
 The same is reported for the deployed controller (with its output saturation), which can only be smaller.
+Both run on raw states through the network's input features (sin/cos of periodic states), i.e. the true forward.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from lipnet.exceptions import LipnetDimension
 from ._threads import single_thread
 from .network import MLP, mlp_of
 
-__all__ = ["Region", "LowerBound", "empirical_lower_bound", "network_forward", "network_jacobian"]
+__all__ = ["Region", "LowerBound", "empirical_lower_bound", "network_forward", "network_jacobian",
+           "network_features"]
 
 
 @dataclass
@@ -85,10 +87,20 @@ def _act(name: str, beta: float | None):
     raise LipnetDimension(f"no empirical search for activation {name!r}")
 
 
+def network_features(net: MLP, x: torch.Tensor) -> torch.Tensor:
+    """The raw input features `f(x)` of `net` in torch (`input_features`; x itself without periodic states)."""
+    if not net.periodic:
+        return x
+    idx = torch.as_tensor(net.periodic, dtype=torch.long)
+    d = x.index_select(-1, idx) - torch.as_tensor(net.periodic_center, dtype=x.dtype)
+    return torch.cat([x.index_copy(-1, idx, torch.sin(d)), torch.cos(d) - 1], dim=-1)
+
+
 def network_forward(net: MLP, x: torch.Tensor, beta: float | None = None, saturate: bool = False) -> torch.Tensor:
-    """The folded network in float64 torch (optionally with a softplus surrogate and the output saturation)."""
+    """The folded network on raw states in float64 torch, input features included (optionally with a softplus
+    surrogate and the output saturation)."""
     act = _act(net.activation, beta)
-    z = x
+    z = network_features(net, x)
     for i, (w, b) in enumerate(zip(net.weights, net.biases, strict=True)):
         z = z @ torch.as_tensor(w.T) + torch.as_tensor(b)
         if i < len(net.weights) - 1:

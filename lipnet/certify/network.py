@@ -1,7 +1,12 @@
-"""The controller as plain float64 data: folded weights, activation, saturation; and its weight hash.
+"""The controller as plain float64 data: input features, folded weights, activation, saturation; its weight hash.
 
 Certification never touches torch parameters directly: it reads `Controller.folded_weights()` once, so every
 bound and the hash refer to exactly the same numbers.
+
+Periodic states (angles) reach the first layer as raw features `f(x)` (`input_features`): `x_i` as is, or
+`sin(x_i − c_i)` for a periodic i, then `cos(x_p − c_p) − 1` per periodic p. f is 1-Lipschitz (per periodic
+coordinate, `d ↦ (sin d, cos d − 1)` is the unit circle at unit speed: a chord is never longer than its arc), so
+any Lipschitz upper bound of the MLP on its feature inputs bounds the controller on raw states as well.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import numpy as np
 
 from lipnet.exceptions import LipnetArgument, LipnetDimension
 
-__all__ = ["MLP", "mlp_of", "network_hash", "activation_slope"]
+__all__ = ["MLP", "mlp_of", "network_hash", "activation_slope", "input_features"]
 
 
 def activation_slope(name: str) -> tuple[float, float] | None:
@@ -23,12 +28,25 @@ def activation_slope(name: str) -> tuple[float, float] | None:
     return SLOPE_RESTRICTED.get(name)
 
 
+def input_features(x: np.ndarray, periodic=(), center=None) -> np.ndarray:
+    """Raw features `f(x)` (float64, last axis): x with `sin(x_p − c_p)` at periodic p, then `cos(x_p − c_p) − 1`."""
+    x = np.asarray(x, dtype=np.float64)
+    if not len(periodic):
+        return x
+    p = list(periodic)
+    d = x[..., p] - np.asarray(center, dtype=np.float64)
+    f = x.copy()
+    f[..., p] = np.sin(d)
+    return np.concatenate([f, np.cos(d) - 1.0], axis=-1)
+
+
 @dataclass
 class MLP:
-    """`u = sat(W_D σ(⋯σ(W_1 x + b_1)⋯) + b_D)` in raw units, float64.
+    """`u = sat(W_D σ(⋯σ(W_1 f(x) + b_1)⋯) + b_D)` in raw units, float64.
 
     `weights` and `biases` per layer; `activation` by name; `u_low`/`u_high` (±inf where unlimited) and
-    `saturation` (`tanh`, `clip`, `none`) describe the 1-Lipschitz output stage.
+    `saturation` (`tanh`, `clip`, `none`) describe the 1-Lipschitz output stage. `periodic` (state indices) and
+    `periodic_center` (their centres c_p) describe the input features f (`input_features`; f(x) = x without).
     """
 
     weights: list[np.ndarray]
@@ -37,6 +55,8 @@ class MLP:
     u_low: np.ndarray | None = None
     u_high: np.ndarray | None = None
     saturation: str = "none"
+    periodic: tuple[int, ...] = ()
+    periodic_center: np.ndarray | None = None
 
     def __post_init__(self):
         if not self.weights:
@@ -53,10 +73,33 @@ class MLP:
                                       f"{self.weights[i - 1].shape[0]}")
             if not (np.isfinite(w).all() and np.isfinite(b).all()):
                 raise LipnetDimension(f"layer {i} has non-finite weights or biases")
+        self._check_features()
+
+    def _check_features(self) -> None:
+        self.periodic = tuple(int(p) for p in self.periodic)
+        n_p = len(self.periodic)
+        center = np.zeros(n_p) if self.periodic_center is None else self.periodic_center
+        self.periodic_center = np.asarray(center, dtype=np.float64).reshape(-1)
+        n_x = self.n_in
+        if n_x < 1 or len(set(self.periodic)) != n_p or any(not 0 <= p < n_x for p in self.periodic):
+            raise LipnetDimension(f"periodic indices {list(self.periodic)} do not fit a first layer of "
+                                  f"{self.n_features} features (n_x + one per periodic state)")
+        if self.periodic_center.shape != (n_p,) or not np.isfinite(self.periodic_center).all():
+            raise LipnetDimension(f"periodic_center needs {n_p} finite values, got {self.periodic_center.tolist()}")
 
     @property
     def n_in(self) -> int:
+        """The raw state dimension n_x (the first layer takes `n_features`)."""
+        return self.weights[0].shape[1] - len(self.periodic)
+
+    @property
+    def n_features(self) -> int:
+        """Inputs of the first layer: n_x plus one cosine feature per periodic state."""
         return self.weights[0].shape[1]
+
+    def features(self, x: np.ndarray) -> np.ndarray:
+        """The raw features `f(x)` the first layer takes (float64; x itself without periodic states)."""
+        return input_features(x, self.periodic, self.periodic_center)
 
     @property
     def n_out(self) -> int:
@@ -83,16 +126,25 @@ def mlp_of(controller_or_mlp) -> MLP:
     c = controller_or_mlp
     pairs = c.folded_weights()
     lo, hi = c.limits()
+    periodic = tuple(getattr(c, "periodic", ()))
     return MLP([w for w, _ in pairs], [b for _, b in pairs], activation=c.activation,
                u_low=lo if c.has_limits else None, u_high=hi if c.has_limits else None,
-               saturation=c.saturation if c.has_limits else "none")
+               saturation=c.saturation if c.has_limits else "none", periodic=periodic,
+               periodic_center=c.periodic_center() if periodic else None)
 
 
 def network_hash(controller_or_mlp) -> str:
-    """`sha256:` of the folded float64 weights, biases, limits, activation and saturation (what is certified)."""
+    """`sha256:` of the folded float64 weights, biases, limits, activation, saturation and periodic features.
+
+    Without periodic states the bytes hashed are those of lipnet before periodic features (old certificates
+    keep their hash).
+    """
     net = mlp_of(controller_or_mlp)
     h = hashlib.sha256()
     h.update(f"lipnet-mlp/1|{net.activation}|{net.saturation}|".encode())
+    if net.periodic:
+        h.update(b"periodic|" + np.asarray(net.periodic, dtype="<i8").tobytes())
+        h.update(np.ascontiguousarray(net.periodic_center, dtype="<f8").tobytes())
     for w, b in zip(net.weights, net.biases, strict=True):
         h.update(np.asarray(w.shape, dtype=np.int64).tobytes())
         h.update(np.ascontiguousarray(w, dtype="<f8").tobytes())

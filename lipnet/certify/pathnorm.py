@@ -16,7 +16,9 @@ M is invariant under the ReLU rescaling symmetry, so the bound is too (unlike th
 With `region=(low, high)` (a box of raw states), neurons that interval arithmetic proves inactive on
 the whole box are removed from M: every segment in the (convex) box sees them switched off, so the
 bound then holds for x, x' in the box only. The controller's output saturation is 1-Lipschitz per
-channel, so the bound of the network bounds the saturated controller too.
+channel, so the bound of the network bounds the saturated controller too. With periodic states the network's
+inputs are the sin/cos features (a 1-Lipschitz map of the state): the global bound holds for the controller,
+and a `region` must then be a box of feature values, not of raw states.
 """
 
 from __future__ import annotations

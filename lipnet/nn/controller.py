@@ -1,9 +1,15 @@
-"""The `Controller`: raw plant state → input scaling → Lipschitz MLP → output scaling → saturation.
+"""The `Controller`: raw plant state → input features → Lipschitz MLP → output scaling → saturation.
 
-    z = (x − x_offset) / state_scale          (diagonal input scaling)
+    z = (x − x_offset) / state_scale          (diagonal input scaling; periodic states: see below)
     y = W_D σ(⋯ σ(W_1 z + b_1) ⋯) + b_D       (normalised layers, 1-Lipschitz σ)
     v = u_offset + action_scale ⊙ y           (diagonal output scaling)
     u = sat(v)                                (1-Lipschitz per channel: smooth tanh or hard clip)
+
+Periodic states (`periodic`, 2π-periodic angles) enter through the circle instead: `z_p = sin(x_p − o_p)/s_p`
+in place, and one more feature `(cos(x_p − o_p) − 1)/s_p` per periodic p appended after the n_x others, so
+the controller is a continuous function on the circle. Every feature is 0 at `x = offset`, and the map
+`d ↦ (sin d, cos d − 1)` is the unit circle parametrised by arc length: its Jacobian has norm exactly 1 and a
+chord is never longer than its arc, so x ↦ z is `1/min(state_scale)`-Lipschitz with or without periodic states.
 
 Every stage is Lipschitz with a known constant, so `lipschitz_bound()` from raw state to actuator
 command is `max(action_scale) · Π_l Lip(W_l) / min(state_scale)` by construction.
@@ -40,6 +46,24 @@ def _vec(value, n: int, name: str, default: float) -> torch.Tensor:
     return t
 
 
+def _periodic(value, n_x: int) -> tuple[int, ...]:
+    """The validated tuple of periodic state indices (each an integer in [0, n_x), no repeats)."""
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise LipnetDimension(f"periodic must be a sequence of state indices, got {value!r}")
+    out = []
+    for v in value:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise LipnetDimension(f"periodic must hold integer state indices, got {v!r} in {list(value)!r}")
+        if not 0 <= int(v) < n_x:
+            raise LipnetDimension(f"periodic index {int(v)} is out of range for n_x={n_x} (valid: 0..{n_x - 1})")
+        if int(v) in out:
+            raise LipnetDimension(f"periodic index {int(v)} is repeated in {list(value)!r}")
+        out.append(int(v))
+    return tuple(out)
+
+
 class Controller(nn.Module):
     """Lipschitz-bounded state-feedback controller in the plant's raw units.
 
@@ -54,12 +78,13 @@ class Controller(nn.Module):
     action_offset, action_scale : output scaling `v = offset + scale ⊙ y`.
     u_low, u_high : actuator limits (None: unlimited).
     saturation : `tanh` (smooth), `clip` (hard) or `none`; ignored without limits.
+    periodic : indices of 2π-periodic states (angles), seen through sin/cos features (module docstring).
     """
 
     def __init__(self, n_x: int, n_u: int, hidden=(64, 64), activation: str = "relu",
                  layer: str = "frobenius", gains=1.0, bias: bool = True,
                  state_offset=None, state_scale=None, action_offset=None, action_scale=None,
-                 u_low=None, u_high=None, saturation: str = "tanh"):
+                 u_low=None, u_high=None, saturation: str = "tanh", periodic=()):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
@@ -76,7 +101,11 @@ class Controller(nn.Module):
         self.n_x, self.n_u = int(n_x), int(n_u)
         self.hidden, self.activation, self.layer_kind = hidden, activation, layer
         self.saturation, self.use_bias = saturation, bool(bias)
-        widths = (self.n_x, *hidden, self.n_u)
+        # Set by training only (never saved): a hard clip passes gradients straight through (see `saturate`).
+        self.straight_through = False
+        # A plain tuple, not a buffer: state_dicts of controllers without periodic states stay loadable.
+        self.periodic = _periodic(periodic, self.n_x)
+        widths = (self.n_features, *hidden, self.n_u)
         depth = len(widths) - 1
         gains = [float(gains)] * depth if np.isscalar(gains) else [float(g) for g in gains]
         if len(gains) != depth:
@@ -97,8 +126,25 @@ class Controller(nn.Module):
             raise ValueError(f"u_low must be below u_high, got {self.u_low.tolist()} / {self.u_high.tolist()}")
 
     # --- forward -------------------------------------------------------------------------------------
+    @property
+    def n_features(self) -> int:
+        """Inputs of the first layer: n_x plus one cosine feature per periodic state."""
+        return self.n_x + len(self.periodic)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The scaled features `z` the first layer takes (module docstring); `(x − offset)/scale` without periodic."""
+        d = x - self.state_offset.to(x.dtype)
+        s = self.state_scale.to(x.dtype)
+        if not self.periodic:
+            return d / s
+        idx = torch.tensor(self.periodic, dtype=torch.long, device=x.device)
+        dp = d.index_select(-1, idx)
+        # index_copy rather than a where over sin(d): no sin of (possibly huge) non-periodic states, no NaN grads.
+        z = d.index_copy(-1, idx, torch.sin(dp)) / s
+        return torch.cat([z, (torch.cos(dp) - 1) / s.index_select(0, idx)], dim=-1)
+
     def network(self, z: torch.Tensor) -> torch.Tensor:
-        """The normalised MLP on scaled inputs."""
+        """The normalised MLP on the scaled features `z` (`features`)."""
         for i, lin in enumerate(self.layers):
             z = lin(z)
             if i < len(self.layers) - 1:
@@ -111,7 +157,12 @@ class Controller(nn.Module):
             return v
         lo, hi = self.u_low.to(v.dtype), self.u_high.to(v.dtype)
         if self.saturation == "clip":
-            return torch.clamp(v, lo, hi)
+            clipped = torch.clamp(v, lo, hi)
+            if self.straight_through and torch.is_grad_enabled():
+                # Training surrogate: the value is the hard clip (what is exported and evaluated), the gradient
+                # that of the identity, so a saturated action still learns which way it should move.
+                return v + (clipped - v).detach()
+            return clipped
         finite = torch.isfinite(lo) & torch.isfinite(hi)
         # Smooth saturation around the centre of a two-sided range; one-sided limits are clipped.
         centre = torch.where(finite, (lo + hi) / 2, torch.zeros_like(lo))
@@ -124,8 +175,8 @@ class Controller(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.n_x:
             raise LipnetDimension(f"controller expects states of dimension {self.n_x}, got shape {tuple(x.shape)}")
-        z = (x - self.state_offset.to(x.dtype)) / self.state_scale.to(x.dtype)
-        v = torch.addcmul(self.action_offset.to(x.dtype), self.action_scale.to(x.dtype), self.network(z))
+        v = torch.addcmul(self.action_offset.to(x.dtype), self.action_scale.to(x.dtype),
+                          self.network(self.features(x)))
         return self.saturate(v)
 
     # --- bounds and views ----------------------------------------------------------------------------
@@ -134,21 +185,30 @@ class Controller(nn.Module):
         return list(self.layers)
 
     def network_lipschitz_bound(self) -> float:
-        """Π_l Lip(W_l): the construction bound of the MLP on scaled inputs."""
+        """Π_l Lip(W_l): the construction bound of the MLP on scaled input features."""
         return float(np.prod([lin.lipschitz() for lin in self.layers]))
 
     def lipschitz_bound(self) -> float:
-        """Certified-by-construction ℓ2 Lipschitz bound from raw state to actuator command."""
+        """Certified-by-construction ℓ2 Lipschitz bound from raw state to actuator command.
+
+        Holds with periodic states too: the feature map is `1/min(state_scale)`-Lipschitz (module docstring).
+        """
         a = float(self.action_scale.double().max())
         s = float(self.state_scale.double().min())
         return a * self.network_lipschitz_bound() / s
+
+    def periodic_center(self) -> np.ndarray:
+        """The centres `o_p` (float64) of the periodic states, in the order of `periodic`."""
+        return self.state_offset.double().cpu().numpy()[list(self.periodic)]
 
     @torch.no_grad()
     def folded_weights(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Plain float64 `(W, b)` per layer with input and output scalings folded in.
 
-        The controller is then `sat(W_D σ(⋯ σ(W_1 x + b_1)) + b_D)` in raw units: what certification,
-        export and the numpy reference all use.
+        The controller is then `sat(W_D σ(⋯ σ(W_1 f(x) + b_1)) + b_D)` in raw units: what certification,
+        export and the numpy reference all use. `f(x) = x` without periodic states; with them,
+        `f(x) = [x_i, or sin(x_i − o_i) for periodic i] ++ [cos(x_p − o_p) − 1 for p in periodic]` (the offsets
+        of periodic states stay inside sin/cos, the others are folded into the first bias).
         """
         out = []
         for lin in self.layers:
@@ -156,8 +216,12 @@ class Controller(nn.Module):
             b = (lin.bias.detach().double().cpu().numpy().copy() if lin.bias is not None
                  else np.zeros(w.shape[0]))
             out.append((w, b))
+        p = list(self.periodic)
         s = self.state_scale.double().cpu().numpy()
-        x0 = self.state_offset.double().cpu().numpy()
+        s = np.concatenate([s, s[p]])  # the scale of each first-layer column
+        x0 = self.state_offset.double().cpu().numpy().copy()
+        x0[p] = 0.0
+        x0 = np.concatenate([x0, np.zeros(len(p))])  # offsets of linear columns only
         w0, b0 = out[0]
         w0 = w0 / s[None, :]
         out[0] = (w0, b0 - w0 @ x0)
@@ -182,10 +246,10 @@ class Controller(nn.Module):
             "action_offset": self.action_offset.tolist(), "action_scale": self.action_scale.tolist(),
             "u_low": [float(v) for v in lo] if self.has_limits else None,
             "u_high": [float(v) for v in hi] if self.has_limits else None,
-            "saturation": self.saturation,
+            "saturation": self.saturation, "periodic": list(self.periodic),
         }
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> Controller:
-        """Rebuild an (untrained) controller from `config()`."""
+        """Rebuild an (untrained) controller from `config()` (configs from before `periodic` included)."""
         return cls(**cfg)

@@ -386,7 +386,8 @@ def rescale(model, reference="identity", tol: float = 1e-2, max_sweeps: int = 10
         x = torch.as_tensor(np.asarray(states, dtype=np.float64))
         if x.ndim != 2 or x.shape[1] != model.n_x:
             raise LipnetDimension(f"states must be (batch, {model.n_x}), got shape {tuple(x.shape)}")
-        zin = (x - model.state_offset.double().cpu()) / model.state_scale.double().cpu()
+        with torch.no_grad():  # float64 x: the features are computed in float64 (buffers upcast)
+            zin = model.features(x)
         g = fisher_diag(ws, zin.numpy())
     if reg:
         g = [(gw + reg, gb + reg) for gw, gb in g]

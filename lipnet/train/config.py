@@ -66,15 +66,22 @@ class ControllerConfig:
 class TrainConfig:
     """The training loop: objective, optimiser, budget, evaluation and checkpoints."""
 
-    objective: str = "rollout"  # "rollout" (closed-loop cost) or "imitation" (of the LQR expert)
-    warmup: int = 50  # first steps imitate the (saturated) LQR expert: a stabilising start for the rollout cost
+    objective: str = "rollout"  # "rollout" (closed-loop cost) or "imitation" (of the expert)
+    # The expert the first steps imitate: "lqr" (the saturated LQR), "mpc" (demonstrations of a sampling MPC on
+    # the plant itself, lipnet.train.expert) or "auto": mpc where the saturated LQR stabilises less than
+    # `AUTO_MPC_BELOW` of the training states (swing-up, large angles), lqr elsewhere.
+    expert: str = "auto"
+    warmup: int = 50  # imitation steps with the LQR expert: a stabilising start for the rollout cost
+    demo_warmup: int = 600  # imitation steps with the MPC expert's demonstrations
+    demos: int = 128  # initial states the MPC expert is run from (each over the plant's horizon)
     optimizer: str = "sphere-mm"  # paper 000, algorithm 2: the automatic optimiser that trained every plant tried
     lr: float = 0.0  # 0: the optimiser's default (only adam / sgd / manifold-adam take one)
-    steps: int = 200
+    steps: int = 0  # 0: 200, plus demo_warmup with the MPC expert
     batch: int = 128
-    horizon: int = 0  # 0: the plant's default horizon, at most 100 steps (the LQR terminal cost covers the tail)
+    horizon: int = 0  # 0: at most 100 steps with the LQR terminal cost; the plant's full horizon with the MPC expert
     initial_states: str = "mix"  # "train": the plant's training distribution; "mix": half from the harder eval one
-    terminal: str = "lqr"  # terminal cost of the rollout: "lqr" (P of the linearised plant) or "none"
+    terminal: str = "auto"  # rollout terminal cost: "lqr" (P of the linearised plant), "none", "auto" (lqr with
+    # the LQR expert; none with the MPC expert, where xᵀPx means nothing far from the equilibrium)
     eval_batch: int = 512
     eval_every: int = 25
     checkpoint_every: int = 25
@@ -88,12 +95,14 @@ class TrainConfig:
 
         _choice("optimizer", self.optimizer, OPTIMIZERS, "--optimizer")
         _choice("objective", self.objective, ("rollout", "imitation"), "--objective")
+        _choice("expert", self.expert, ("auto", "lqr", "mpc"), "--expert")
         _choice("initial_states", self.initial_states, ("train", "mix"), "[train] initial_states")
-        _choice("terminal", self.terminal, ("lqr", "none"), "[train] terminal")
+        _choice("terminal", self.terminal, ("auto", "lqr", "none"), "[train] terminal")
         _choice("rescale", self.rescale, ("none", "path"), "--rescale")
-        for name, low, flag in (("steps", 1, "--steps"), ("batch", 1, "--batch"), ("eval_batch", 1, None),
+        for name, low, flag in (("steps", 0, "--steps"), ("batch", 1, "--batch"), ("eval_batch", 1, None),
                                 ("eval_every", 1, None), ("checkpoint_every", 1, None), ("warmup", 0, None),
-                                ("horizon", 0, None), ("rescale_every", 0, None)):
+                                ("demo_warmup", 0, None), ("demos", 1, None), ("horizon", 0, None),
+                                ("rescale_every", 0, None)):
             value = getattr(self, name)
             if not _is_int(value) or value < low or value > _LIMITS.get(name, 10**7):
                 where = flag or f"[train] {name}"
@@ -145,7 +154,7 @@ class RunConfig:
 
 MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; the evaluation states use seed + 1
 # Upper limits that keep a run within a machine's memory and a human's patience (the default of others: 10**7).
-_LIMITS = {"batch": 10**6, "eval_batch": 10**6, "horizon": 100_000}
+_LIMITS = {"batch": 10**6, "eval_batch": 10**6, "horizon": 100_000, "demos": 100_000}
 
 
 def _is_int(value) -> bool:

@@ -22,7 +22,8 @@ from lipnet.optim import make_optimizer
 from lipnet.optim.registry import optimizer_class
 from lipnet.train.checkpoint import atomic_torch_save, save_controller
 from lipnet.train.config import RunConfig, dump_toml
-from lipnet.train.losses import make_objective
+from lipnet.train.expert import MPCExpert
+from lipnet.train.losses import DemoImitation, make_objective
 from lipnet.train.normalise import build_controller, plan_controller
 from lipnet.train.rundir import CONFIG, METRICS, TRAIN_STATE, atomic_write_text, check_run_dir, prepare_run_dir
 
@@ -49,36 +50,49 @@ def _dtype(name: str) -> torch.dtype:
 
 
 class Evaluator:
-    """Closed-loop cost on fixed held-back initial states vs the LQR optimum and the (saturated) LQR policy.
+    """Closed-loop cost and success on fixed held-back initial states vs the LQR optimum and the saturated LQR.
 
-    The LQR side is computed once: it does not change during training.
+    The LQR side is computed once: it does not change during training. Success: the final state's deviation
+    (periodic angles wrapped), divided by the evaluation box, has norm below 0.05.
     """
 
     def __init__(self, plant, lqr, x0: torch.Tensor, horizon: int, terminal: str = "lqr"):
         self.plant, self.x0, self.horizon = plant, x0, horizon
         self.terminal = lqr.P if terminal == "lqr" else None
-        with torch.no_grad():
-            self.optimum = lqr.cost(x0)
-            self.lqr_policy_cost = plants.rollout(plant, lqr.policy, x0, horizon=horizon, terminal=self.terminal).cost
         scale = np.abs(np.asarray(plant.init_eval.scale, dtype=float))
         self.scale = torch.as_tensor(scale, dtype=x0.dtype).clamp_min(1e-9)
+        with torch.no_grad():
+            self.optimum = lqr.cost(x0)
+            roll = plants.rollout(plant, lqr.policy, x0, horizon=horizon, terminal=self.terminal)
+        self.lqr_policy_cost = roll.cost
+        self.lqr_success = self._success(roll)
+
+    def _success(self, roll) -> torch.Tensor:
+        dev = self.plant.deviation(roll.states[-1]) / self.scale
+        return torch.isfinite(roll.cost) & (dev.norm(dim=-1) < 0.05)
 
     @torch.no_grad()
     def __call__(self, controller) -> dict:
         roll = plants.rollout(self.plant, controller, self.x0, horizon=self.horizon, terminal=self.terminal)
-        dev = (roll.states[-1] - torch.as_tensor(self.plant.x_eq, dtype=self.x0.dtype)) / self.scale
-        success = torch.isfinite(roll.cost) & (dev.norm(dim=-1) < 0.05)
+        success = self._success(roll)
         cost = roll.cost
         finite = torch.isfinite(cost)
+        both = success & self.lqr_success
         return {
             "cost": float(cost[finite].mean()) if finite.any() else math.inf,
             "cost_ratio_to_lqr_optimum": float(cost.mean() / self.optimum.mean()),
             "cost_ratio_to_lqr_policy": float(cost.mean() / self.lqr_policy_cost.mean()),
+            # On the states both stabilise: the fair cost comparison where the LQR fails elsewhere.
+            "cost_ratio_to_lqr_policy_both_stabilised": (float(cost[both].mean() / self.lqr_policy_cost[both].mean())
+                                                         if both.any() else None),
             "lqr_optimum": float(self.optimum.mean()),
             "lqr_policy_cost": float(self.lqr_policy_cost.mean()),
             "success_rate": float(success.double().mean()),
+            "lqr_policy_success_rate": float(self.lqr_success.double().mean()),
             "n_initial_states": int(self.x0.shape[0]),
             "horizon": int(self.horizon),
+            "region": {"kind": self.plant.init_eval.kind, "scale": [float(v) for v in self.plant.init_eval.scale],
+                       "center": [float(v) for v in self.plant.x_eq]},
         }
 
 
@@ -162,9 +176,6 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
     torch.manual_seed(cfg.seed)
     lqr = plants.lqr(plant)
     tc, cc = cfg.train, cfg.controller
-    # Training rollouts are truncated (the LQR terminal cost stands in for the tail); evaluation runs the
-    # plant's full horizon.
-    horizon = tc.horizon or min(plant.horizon, 100)
     gen = torch.Generator().manual_seed(cfg.seed)
     plan = plan_controller(plant, lqr, lipschitz=cc.lipschitz, factor=cc.lipschitz_factor, generator=gen)
     controller = build_controller(plant, plan, cc.hidden, cc.activation, cc.layer, cc.saturation, generator=gen)
@@ -175,14 +186,41 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
     elif tc.rescale not in ("none", "path"):
         raise ValueError(f"rescale must be 'none' or 'path', got {tc.rescale!r}")
     opt = make_optimizer(tc.optimizer, controller, lr=tc.lr or None)
-    objective = make_objective(tc.objective, plant, lqr, horizon, tc.terminal, compile=tc.compile)
-    # Direct policy optimisation from a random controller on an unstable plant sees exploding costs and
-    # saturated, gradient-free actions; a short imitation of the saturated LQR expert starts it inside the
-    # region of attraction.
-    warmup = make_objective("imitation", plant, lqr, horizon) if tc.warmup else None
+    expert, expert_reason = _choose_expert(plant, lqr, tc, cfg.seed, dtype)
+    mpc = expert == "mpc"
+    total = tc.steps or (200 + (tc.demo_warmup if mpc else 0))
+    terminal = tc.terminal if tc.terminal != "auto" else ("none" if mpc else "lqr")
+    # With the LQR expert, training rollouts are truncated (the LQR terminal cost stands in for the tail); far
+    # from the equilibrium (MPC expert) they run the plant's full horizon. Evaluation always runs the full one.
+    horizon = tc.horizon or (plant.horizon if mpc else min(plant.horizon, 100))
+    objective = make_objective(tc.objective, plant, lqr, horizon, terminal, compile=tc.compile)
+    # Direct policy optimisation from a random controller sees exploding costs and saturated, gradient-free
+    # actions, and far from the equilibrium it stalls in local minima (a pendulum that swings but never gets
+    # up): the first steps imitate an expert instead, the saturated LQR or the MPC's demonstrations.
+    warmup, n_warm = None, 0
+    if mpc:
+        t_demo = time.perf_counter()
+        demo_gen = torch.Generator().manual_seed(cfg.seed + 3)  # its own stream: a resumed run rebuilds them
+        starts = plant.sample_initial(tc.demos, "train", generator=demo_gen, dtype=dtype)
+        demos = MPCExpert(plant, action_scale=plan.action_scale, generator=demo_gen).demonstrations(
+            starts, plant.horizon)
+        warmup, n_warm = DemoImitation(plant, *demos.pairs(), batch=max(512, tc.batch)), tc.demo_warmup
+        log(f"expert: MPC demonstrations from {tc.demos} states ({expert_reason}; "
+            f"{time.perf_counter() - t_demo:.0f} s)")
+    elif tc.warmup:
+        warmup, n_warm = make_objective("imitation", plant, lqr, horizon), tc.warmup
     x_eval = plant.sample_initial(tc.eval_batch, "eval", generator=torch.Generator().manual_seed(cfg.seed + 1),
                                   dtype=dtype)
-    evaluator = Evaluator(plant, lqr, x_eval, plant.horizon, tc.terminal)
+    evaluator = Evaluator(plant, lqr, x_eval, plant.horizon, terminal)
+    # The best controller of the rollout phase is kept where the rollout gradient can lead astray (MPC expert);
+    # it is chosen on validation states of its own, so the evaluation states stay held out.
+    validator = None
+    if mpc:
+        x_val = plant.sample_initial(max(64, tc.eval_batch // 2), "eval",
+                                     generator=torch.Generator().manual_seed(cfg.seed + 2), dtype=dtype)
+        validator = Evaluator(plant, lqr, x_val, plant.horizon, terminal)
+    best = {"score": None, "state": None, "step": 0}
+    warm_state = None
     rows: list[dict] = []
     start = 0
     if state is not None:
@@ -190,21 +228,24 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
         rows, start = state["metrics"], state["step"]
+        best = state.get("best") or best
+        warm_state = state.get("warm_state")
     resolved = cfg.to_dict()
     resolved["controller"]["lipschitz"] = float(plan.lipschitz)
     atomic_write_text(run_dir / CONFIG, f"# lipnet {__version__} run configuration; bound source: "
                                         f"{plan.lipschitz_source}\n" + dump_toml(resolved))
     log(f"plant {plant.name} ({plant.n_x} states, {plant.n_u} inputs, dt={plant.dt:g}s); optimizer {tc.optimizer}; "
         f"Lipschitz bound {plan.lipschitz:.4g} ({plan.lipschitz_source})")
-    bar = _progress(range(start, tc.steps), progress, initial=start, total=tc.steps)
+    bar = _progress(range(start, total), progress, initial=start, total=total)
     t0 = time.perf_counter() - (rows[-1]["seconds"] if rows else 0.0)
     steps_this_call = 0
     for step in bar:
         x0 = _sample_training_states(plant, tc, gen, dtype)
         snapshot = (copy.deepcopy(controller.state_dict()), copy.deepcopy(opt.state_dict()))
 
-        phase = warmup if step < tc.warmup else objective
-        loss = _optimizer_step(opt, phase, controller, x0)
+        phase = warmup if step < n_warm else objective
+        inputs = phase.sample(gen) if hasattr(phase, "sample") else x0
+        loss = _optimizer_step(opt, phase, controller, inputs)
         loss_value = float(loss.detach()) if loss is not None else math.nan
         skipped = ""
         if not math.isfinite(loss_value) or not _finite_params(controller):
@@ -219,7 +260,12 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
                "eval_cost_ratio": "", "eval_success": "",
                "seconds": round(time.perf_counter() - t0, 3), "skipped": skipped,
                "info": _info_string(getattr(opt, "last_info", None))}
-        if (step + 1) % tc.eval_every == 0 or step + 1 == tc.steps:
+        if step + 1 == n_warm:  # what the rollout phase starts from (the report says how far it moved)
+            warm_state = copy.deepcopy(controller.state_dict())
+        if validator is not None and step + 1 >= n_warm and ((step + 1 - n_warm) % tc.eval_every == 0
+                                                              or step + 1 == total):
+            _keep_best(best, validator(controller), controller, step + 1)
+        if (step + 1) % tc.eval_every == 0 or step + 1 == total:
             ev = evaluator(controller)
             row["eval_cost_ratio"], row["eval_success"] = ev["cost_ratio_to_lqr_optimum"], ev["success_rate"]
             if hasattr(bar, "set_postfix"):
@@ -227,9 +273,10 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
         rows.append(row)
         steps_this_call += 1
         failure = _failing(rows)
-        done = step + 1 == tc.steps or (stop_after is not None and steps_this_call >= stop_after)
+        done = step + 1 == total or (stop_after is not None and steps_this_call >= stop_after)
         if (step + 1) % tc.checkpoint_every == 0 or done or failure:
-            _checkpoint(run_dir, cfg, controller, opt, gen, rows, step + 1, plant, plan)
+            _checkpoint(run_dir, cfg, controller, opt, gen, rows, step + 1, plant, plan,
+                        extra={"best": best, "warm_state": warm_state})
         if failure:
             raise TrainingFailed(f"{failure}; the last finite controller is in {run_dir / 'controller.pt'}. The "
                                  f"rollout produced NaN/inf: check that plant {plant.spec!r} returns finite "
@@ -241,8 +288,20 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
         opt.close()
     final_step = rows[-1]["step"] if rows else 0
     summary = {}
-    if final_step >= tc.steps:
+    if final_step >= total:
+        restored = None
+        if best["state"] is not None and best["step"] != final_step:
+            controller.load_state_dict(best["state"])
+            restored = best["step"]
+            save_controller(controller, run_dir, plant=plant.spec, dt=plant.dt,
+                            meta={"step": final_step, "restored_best_step": restored,
+                                  "lipschitz_requested": plan.lipschitz, "lipschitz_source": plan.lipschitz_source,
+                                  "optimizer": tc.optimizer})
         summary = _summarise(plant, controller, evaluator, tc, plan, rows, rescale_info)
+        summary.update({"expert": expert, "expert_reason": expert_reason, "steps_total": total,
+                        "warm_start_steps": min(n_warm, total), "training_horizon": horizon, "terminal": terminal,
+                        "restored_best_step": restored,
+                        "moved_from_warm_start": _moved(controller, warm_state, x_eval, plant)})
     return TrainResult(controller=controller, run_dir=run_dir, metrics=rows, summary=summary)
 
 
@@ -264,6 +323,44 @@ def _failing(rows: list[dict]) -> str | None:
     if len(rows) >= 20 and sum(skipped) * 2 > len(rows):
         return f"{sum(skipped)} of {len(rows)} steps were undone (non-finite loss or update)"
     return None
+
+
+# The MPC expert replaces the LQR one where the saturated LQR stabilises less than this share of training states.
+AUTO_MPC_BELOW = 0.9
+
+
+def _choose_expert(plant, lqr, tc, seed: int, dtype) -> tuple[str, str]:
+    """`("lqr" | "mpc", why)`: the configured expert, or for "auto" the saturated LQR's success decides."""
+    if tc.expert != "auto":
+        return tc.expert, f"expert = {tc.expert} requested"
+    x0 = plant.sample_initial(256, "train", generator=torch.Generator().manual_seed(seed + 4), dtype=dtype)
+    with torch.no_grad():
+        rate = float(Evaluator(plant, lqr, x0, plant.horizon, "none").lqr_success.double().mean())
+    if rate < AUTO_MPC_BELOW:
+        return "mpc", f"the saturated LQR stabilises {rate:.0%} of the training states"
+    return "lqr", f"the saturated LQR stabilises {rate:.0%} of the training states"
+
+
+def _keep_best(best: dict, ev: dict, controller, step: int) -> None:
+    """Remember the controller with the highest success, then the lowest cost, on the validation states."""
+    score = (ev["success_rate"], -ev["cost"] if math.isfinite(ev["cost"]) else -math.inf)
+    if best["score"] is None or score > tuple(best["score"]):
+        best.update(score=list(score), state=copy.deepcopy(controller.state_dict()), step=step)
+
+
+@torch.no_grad()
+def _moved(controller, warm_state, x: torch.Tensor, plant) -> float | None:
+    """RMS change of the controller's actions on `x` since the warm start, relative to the warm start's RMS action."""
+    if warm_state is None:
+        return None
+    now = controller(x)
+    final_state = copy.deepcopy(controller.state_dict())
+    controller.load_state_dict(warm_state)
+    before = controller(x)
+    controller.load_state_dict(final_state)
+    u_eq = torch.as_tensor(plant.u_eq, dtype=x.dtype)
+    return float((now - before).pow(2).sum(-1).mean().sqrt() / (before - u_eq).pow(2).sum(-1).mean().sqrt()
+                 .clamp_min(1e-12))
 
 
 def _sample_training_states(plant, tc, gen, dtype) -> torch.Tensor:
@@ -310,13 +407,13 @@ def _rescale(controller, activation: str, sweeps: int | None = None):
     return {"iterations": getattr(res, "iterations", None), "converged": getattr(res, "converged", None)}
 
 
-def _checkpoint(run_dir, cfg, controller, opt, gen, rows, step, plant, plan) -> None:
+def _checkpoint(run_dir, cfg, controller, opt, gen, rows, step, plant, plan, extra: dict | None = None) -> None:
     for p in controller.parameters():
         if not torch.isfinite(p).all():  # never write NaN weights
             raise RunFolderError("refusing to checkpoint non-finite weights")
     atomic_torch_save({"config": cfg.to_dict(), "controller": controller.state_dict(),
                        "optimizer": opt.state_dict(), "generator": gen.get_state(), "metrics": rows,
-                       "step": step}, run_dir / TRAIN_STATE)
+                       "step": step, **(extra or {})}, run_dir / TRAIN_STATE)
     save_controller(controller, run_dir, plant=plant.spec, dt=plant.dt,
                     meta={"step": step, "lipschitz_requested": plan.lipschitz,
                           "lipschitz_source": plan.lipschitz_source, "optimizer": cfg.train.optimizer})
@@ -330,4 +427,12 @@ def _summarise(plant, controller, evaluator, tc, plan, rows, rescale_info) -> di
             "lipschitz_bound_by_construction": controller.lipschitz_bound(),
             "lipschitz_requested": plan.lipschitz, "lipschitz_source": plan.lipschitz_source,
             "lqr_gain_norm": plan.lqr_gain_norm, "skipped_steps": sum(1 for r in rows if r["skipped"]),
-            "rescale": rescale_info}
+            "rescale": rescale_info, "last_eval_improvement": _last_improvement(rows)}
+
+
+def _last_improvement(rows: list[dict]) -> float | None:
+    """Relative fall of the evaluation cost between the last two evaluations (None with fewer than two)."""
+    evals = [float(r["eval_cost_ratio"]) for r in rows if r["eval_cost_ratio"] not in ("", None)]
+    if len(evals) < 2 or not all(math.isfinite(v) and v > 0 for v in evals[-2:]):
+        return None
+    return (evals[-2] - evals[-1]) / evals[-2]

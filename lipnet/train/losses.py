@@ -13,7 +13,7 @@ import torch
 
 import plants
 
-__all__ = ["RolloutObjective", "ImitationObjective", "make_objective"]
+__all__ = ["RolloutObjective", "ImitationObjective", "DemoImitation", "make_objective"]
 
 
 class RolloutObjective:
@@ -54,6 +54,27 @@ class ImitationObjective:
             target = self.expert(x0)
             scale = ((target - torch.as_tensor(self.plant.u_eq, dtype=x0.dtype)) ** 2).sum(-1).mean()
         return ((policy(x0) - target) ** 2).sum(-1).mean() / scale.clamp_min(1e-12)
+
+
+class DemoImitation:
+    """Mean squared error to recorded expert actions on a minibatch of demonstration pairs (indices given per
+    step, so that every evaluation within one optimiser step sees the same minibatch), divided by the
+    demonstrations' action energy around `u_eq`."""
+
+    name = "imitation"
+
+    def __init__(self, plant, states: torch.Tensor, actions: torch.Tensor, batch: int = 512):
+        self.states, self.actions, self.batch = states, actions, int(batch)
+        u_eq = torch.as_tensor(plant.u_eq, dtype=actions.dtype)
+        self.scale = ((actions - u_eq) ** 2).sum(-1).mean().clamp_min(1e-12)
+
+    def sample(self, generator: torch.Generator) -> torch.Tensor:
+        """The indices of one minibatch."""
+        return torch.randint(len(self.states), (min(self.batch, len(self.states)),), generator=generator)
+
+    def __call__(self, policy: Callable, idx: torch.Tensor) -> torch.Tensor:
+        x, u = self.states[idx], self.actions[idx]
+        return ((policy(x) - u) ** 2).sum(-1).mean() / self.scale
 
 
 def make_objective(name: str, plant, lqr, horizon: int, terminal: str = "lqr", expert: Callable | None = None,

@@ -93,13 +93,13 @@ def build_controller(plant, plan: ControllerPlan, hidden, activation: str = "tan
     common = dict(n_x=plant.n_x, n_u=plant.n_u, hidden=tuple(hidden), activation=activation, layer=layer,
                   state_offset=plant.x_eq, state_scale=plan.state_scale, action_offset=plant.u_eq,
                   action_scale=plan.action_scale, u_low=plant.u_low if limits else None,
-                  u_high=plant.u_high if limits else None, saturation=saturation)
+                  u_high=plant.u_high if limits else None, saturation=saturation,
+                  periodic=tuple(getattr(plant, "periodic", ())))
     probe = Controller(gains=1.0, **common)
     if layer == "plain":
         # Plain weights keep AGD's published initialisation (orthogonal × sqrt(out/in)); no bound by construction.
         return probe
-    z = (plant.sample_initial(1024, "train", generator=generator, dtype=torch.float32)
-         - torch.as_tensor(plant.x_eq, dtype=torch.float32)) / probe.state_scale
+    z = probe.features(plant.sample_initial(1024, "train", generator=generator, dtype=torch.float32))
     r = _layer_gains_on_data(probe, z)
     mean_log_r = sum(math.log(v) for v in r) / depth
     gains = [math.exp(math.log(plan.budget) / depth + mean_log_r - math.log(v)) for v in r]

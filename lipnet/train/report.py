@@ -13,7 +13,11 @@ import plants
 from lipnet.fileio import atomic_write
 from lipnet.train.rundir import atomic_write_text
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "headline", "warnings_of"]
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 def _plt():
@@ -45,31 +49,65 @@ def plot_loss(rows: list[dict], path: Path) -> None:
 
 @torch.no_grad()
 def plot_responses(plant, controller, lqr, x0: torch.Tensor, horizon: int, path: Path) -> None:
+    """The neural (left) and the saturated-LQR (right) closed loops from the same starts, side by side."""
     plt = _plt()
-    nn_roll = plants.rollout(plant, controller, x0, horizon=horizon)
-    lq_roll = plants.rollout(plant, lqr.policy, x0, horizon=horizon)
+    rolls = {"neural controller": plants.rollout(plant, controller, x0, horizon=horizon),
+             "saturated LQR": plants.rollout(plant, lqr.policy, x0, horizon=horizon)}
     t = np.arange(horizon + 1) * plant.dt
     n_rows = plant.n_x + plant.n_u
-    fig, axes = plt.subplots(n_rows, 1, figsize=(7, 1.6 * n_rows), sharex=True)
-    axes = np.atleast_1d(axes)
+    fig, axes = plt.subplots(n_rows, 2, figsize=(10, 1.6 * n_rows), sharex=True, sharey="row", squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for k in range(x0.shape[0]):
-        c = colors[k % len(colors)]
-        for i in range(plant.n_x):
-            axes[i].plot(t, nn_roll.states[:, k, i].double().numpy(), color=c, lw=1.2)
-            axes[i].plot(t, lq_roll.states[:, k, i].double().numpy(), color=c, lw=0.8, ls="--")
-        for j in range(plant.n_u):
-            axes[plant.n_x + j].step(t[:-1], nn_roll.actions[:, k, j].double().numpy(), color=c, lw=1.2)
-            axes[plant.n_x + j].step(t[:-1], lq_roll.actions[:, k, j].double().numpy(), color=c, lw=0.8, ls="--")
+    for col, (title, roll) in enumerate(rolls.items()):
+        # Periodic angles are drawn wrapped around the equilibrium, as the cost and the success test see them.
+        states = (plant.deviation(roll.states) + torch.as_tensor(plant.x_eq, dtype=roll.states.dtype)).double()
+        for k in range(x0.shape[0]):
+            c = colors[k % len(colors)]
+            for i in range(plant.n_x):
+                axes[i, col].plot(t, states[:, k, i].numpy(), color=c, lw=1.1)
+            for j in range(plant.n_u):
+                axes[plant.n_x + j, col].step(t[:-1], roll.actions[:, k, j].double().numpy(), color=c, lw=1.1)
+        axes[0, col].set_title(title, fontsize=9)
+        axes[-1, col].set_xlabel("time [s]")
     for i, name in enumerate(plant.state_names + plant.input_names):
         unit = plant.state_units[i] if i < plant.n_x else ""
-        axes[i].set_ylabel(f"{name} [{unit}]" if unit else name, fontsize=8)
-        axes[i].grid(alpha=0.3)
-    axes[0].set_title("closed loop: neural controller (solid) vs LQR (dashed)", fontsize=9)
-    axes[-1].set_xlabel("time [s]")
+        axes[i, 0].set_ylabel(f"{name} [{unit}]" if unit else name, fontsize=8)
+        for col in range(2):
+            axes[i, col].grid(alpha=0.3)
+    fig.suptitle("closed loop from the same evaluation starts", fontsize=9)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
+
+
+def headline(summary: dict) -> list[str]:
+    """The lines that say how the controller compares with the saturated LQR (and what to watch out for)."""
+    ev = summary["evaluation"]
+    both = ev.get("cost_ratio_to_lqr_policy_both_stabilised")
+    lines = [f"stabilised {ev['success_rate']:.1%} of {ev['n_initial_states']} evaluation states (saturated LQR: "
+             f"{ev['lqr_policy_success_rate']:.1%}); cost / saturated LQR {ev['cost_ratio_to_lqr_policy']:.4f}"
+             + (f" ({both:.4f} on the states both stabilise)" if both is not None else "")
+             + f"; cost / LQR optimum of the linearised plant {ev['cost_ratio_to_lqr_optimum']:.4f}"]
+    for warning in warnings_of(summary):
+        lines.append(f"warning: {warning}")
+    return lines
+
+
+def warnings_of(summary: dict) -> list[str]:
+    """Signs that the run did not do what it should: unchanged warm start, still improving, diverging states."""
+    out = []
+    ev = summary["evaluation"]
+    moved = summary.get("moved_from_warm_start")
+    if moved is not None and moved < 1e-3 and summary.get("steps_total", 0) > summary.get("warm_start_steps", 0):
+        out.append(f"the rollout phase left the warm start unchanged (actions moved {moved:.2g} relative); the "
+                   "controller is the imitated expert")
+    trend = summary.get("last_eval_improvement")
+    if trend is not None and trend > 0.01:
+        out.append(f"the evaluation cost was still falling at the last step ({trend:.1%} since the previous "
+                   "evaluation): more --steps may help")
+    if not math.isfinite(ev["cost"]) or not math.isfinite(ev["cost_ratio_to_lqr_optimum"]):
+        out.append("the closed loop diverged from some evaluation states; see the report before you certify or "
+                   "export this controller")
+    return out
 
 
 def write_report(result, plant, lqr, horizon: int, n_responses: int = 4) -> Path:
@@ -83,23 +121,36 @@ def write_report(result, plant, lqr, horizon: int, n_responses: int = 4) -> Path
     atomic_write_text(run_dir / "summary.json", json.dumps(s, indent=2, default=float) + "\n")
     ev = s["evaluation"]
     gap = ev["cost_ratio_to_lqr_optimum"] - 1.0
+    both = ev.get("cost_ratio_to_lqr_policy_both_stabilised")
+    region = ev.get("region") or {}
     lines = [
         f"# lipnet run: {s['plant']}",
         "",
         f"- optimizer `{s['optimizer']}`, objective `{s['objective']}`, {s['steps']} steps in {s['seconds']:.1f} s"
         f" ({s['skipped_steps']} skipped)",
+        f"- expert imitated first: `{s.get('expert', 'lqr')}` ({s.get('expert_reason', '')}), "
+        f"{s.get('warm_start_steps', '')} steps; the rollout phase then moved the actions by "
+        f"{_fmt(s.get('moved_from_warm_start'))} (RMS, relative)"
+        + (f"; the best validated controller (step {s['restored_best_step']}) was kept"
+           if s.get("restored_best_step") else ""),
         f"- Lipschitz bound by construction: **{s['lipschitz_bound_by_construction']:.4g}** "
         f"(requested {s['lipschitz_requested']:.4g}; {s['lipschitz_source']}); ‖K_lqr‖₂ = {s['lqr_gain_norm']:.4g}",
         "",
-        f"## Evaluation ({ev['n_initial_states']} held-back initial states from the evaluation distribution)",
+        f"## Evaluation ({ev['n_initial_states']} held-back initial states from the evaluation distribution: "
+        f"{region.get('kind', '')} {region.get('scale', '')} around {region.get('center', '')})",
         "",
-        "| quantity | value |",
-        "|---|---|",
-        f"| closed-loop cost (mean) | {ev['cost']:.5g} |",
-        f"| LQR optimum on the linearised plant, mean x0ᵀPx0 | {ev['lqr_optimum']:.5g} |",
-        f"| cost / LQR optimum | {ev['cost_ratio_to_lqr_optimum']:.4f} ({gap:+.2%}) |",
-        f"| cost / (saturated) LQR policy on this plant | {ev['cost_ratio_to_lqr_policy']:.4f} |",
-        f"| stabilised (final state within 5% of the initial box) | {ev['success_rate']:.1%} |",
+        "| quantity | neural controller | saturated LQR |",
+        "|---|---|---|",
+        f"| stabilised (final state within 5% of the evaluation box) | {ev['success_rate']:.1%} | "
+        f"{ev['lqr_policy_success_rate']:.1%} |",
+        f"| closed-loop cost (mean) | {ev['cost']:.5g} | {ev['lqr_policy_cost']:.5g} |",
+        f"| cost / saturated LQR policy | {ev['cost_ratio_to_lqr_policy']:.4f} | 1 |",
+        f"| cost / saturated LQR on the states both stabilise | {_fmt(both)} | 1 |",
+        f"| cost / LQR optimum of the linearised plant (mean x0ᵀPx0 = {ev['lqr_optimum']:.5g}) | "
+        f"{ev['cost_ratio_to_lqr_optimum']:.4f} ({gap:+.2%}) | "
+        f"{ev['lqr_policy_cost'] / max(ev['lqr_optimum'], 1e-300):.4f} |",
+        "",
+        *[f"**Warning: {w}.**" for w in warnings_of(s)],
         "",
         "![loss](loss.png)",
         "",
@@ -108,8 +159,6 @@ def write_report(result, plant, lqr, horizon: int, n_responses: int = 4) -> Path
         "Files: `controller.pt` (checkpoint), `config.toml` (reproduces the run), `metrics.csv`, `summary.json`.",
         "Next: `lipnet certify " + str(run_dir) + "`, then `lipnet export " + str(run_dir) + " --out controller.onnx`.",
     ]
-    if not math.isfinite(ev["cost"]):
-        lines.insert(2, "**Warning: the closed loop diverged from some evaluation states.**")
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path

@@ -1,0 +1,96 @@
+"""Issue 16: wrapped angles, task presets and initial-state regions, the MPC expert and the training it drives."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import plants
+from lipnet.train.config import RunConfig
+from lipnet.train.expert import MPCExpert
+from lipnet.train.loop import Evaluator, _choose_expert, train
+from plants.errors import PlantSpecError
+
+
+@settings(max_examples=30, deadline=None)
+@given(theta=st.floats(-10, 10), omega=st.floats(-5, 5), k=st.integers(-5, 5), u=st.floats(-3, 3))
+def test_wrapped_pendulum_cost_is_periodic(theta, omega, k, u):
+    p = plants.load("pendulum?task=swingup")
+    x = torch.tensor([[theta, omega], [theta + 2 * math.pi * k, omega]], dtype=torch.float64)
+    c = p.stage_cost(x, torch.full((2, 1), u, dtype=torch.float64))
+    assert c[0].item() == pytest.approx(c[1].item(), rel=1e-9, abs=1e-9)
+    dev = p.deviation(x)
+    assert (dev[:, 0].abs() <= math.pi + 1e-12).all()
+
+
+def test_the_saturated_lqr_also_sees_the_wrapped_angle():
+    p = plants.load("pendulum?task=swingup")
+    policy = plants.lqr(p).policy
+    x = torch.tensor([[0.3, 0.1], [0.3 + 4 * math.pi, 0.1]], dtype=torch.float64)
+    u = policy(x)
+    assert u[0].item() == pytest.approx(u[1].item(), rel=1e-12)
+
+
+def test_task_preset_and_region_options():
+    p = plants.load("pendulum?task=swingup")
+    assert p.u_high[0] == pytest.approx(0.4 * 9.81) and p.horizon == 200 and p.periodic == (0,)
+    assert p.init_train.kind == "uniform" and np.allclose(p.init_train.scale, [math.pi, 1.0])
+    assert np.allclose(p.init_eval.scale, p.init_train.scale)  # the task's region is what is evaluated
+    assert plants.load(p.spec).spec == p.spec == "pendulum?task=swingup"
+    assert plants.load("pendulum?task=swingup&u_max=2").u_high[0] == 2.0  # an explicit option wins
+    box = plants.load("cartpole?x0_box=1,0.5,1.2,1")
+    assert np.allclose(box.init_train.scale, [1, 0.5, 1.2, 1]) and box.periodic == (2,)
+    narrow = plants.load("pendulum")
+    assert narrow.u_high[0] == 5.0 and np.allclose(narrow.init_train.scale, [0.2, 0.3])
+
+
+@pytest.mark.parametrize("spec,match", [("pendulum?task=fly", "unknown task 'fly'"),
+                                        ("pendulum?x0_box=1,2,3", "x0_box"),
+                                        ("pendulum?x0_box=-1,1", "x0_box"),
+                                        ("pendulum?x0_box=nan,1", "x0_box"),
+                                        ("pendulum?x0_box=1&x0_std=1", "not both")])
+def test_bad_region_options_are_clear_errors(spec, match):
+    with pytest.raises(PlantSpecError, match=match):
+        plants.load(spec)
+
+
+def test_periodic_must_name_states():
+    f = {"f": lambda x, u: torch.cat([x[:, 1:], u], -1), "n_x": 2, "n_u": 1, "dt": 0.1}
+    assert plants.FunctionPlant(f["f"], 2, 1, 0.1, periodic=[0]).periodic == (0,)
+    with pytest.raises(PlantSpecError, match="periodic"):
+        plants.FunctionPlant(f["f"], 2, 1, 0.1, periodic=[2])
+
+
+def test_auto_expert_is_lqr_on_narrow_tasks_and_mpc_on_swing_up():
+    cfg = RunConfig().train
+    for spec, want in (("pendulum", "lqr"), ("pendulum?task=swingup", "mpc")):
+        p = plants.load(spec)
+        assert _choose_expert(p, plants.lqr(p), cfg, 0, torch.float32)[0] == want
+
+
+def test_mpc_expert_swings_the_pendulum_up_where_the_saturated_lqr_cannot():
+    p = plants.load("pendulum?task=swingup")
+    lqr = plants.lqr(p)
+    x0 = torch.tensor([[math.pi - 0.05, 0.0], [-math.pi + 0.3, 0.5], [2.5, -1.0], [-2.0, 0.8]])
+    demos = MPCExpert(p, generator=torch.Generator().manual_seed(0), guide=lqr.policy).demonstrations(x0, 200)
+    assert demos.states.shape == (200, 4, 2) and demos.actions.shape == (200, 4, 1)
+    assert (demos.actions.abs() <= p.u_high[0] + 1e-6).all()
+    ev = Evaluator(p, lqr, x0, 200, "none")
+    dev = p.deviation(demos.final) / ev.scale
+    assert (dev.norm(dim=-1) < 0.05).all(), demos.final  # every start ends upright and at rest
+    assert ev.lqr_success.float().mean() < 0.5  # which the saturated LQR does not manage from these starts
+
+
+def test_training_report_has_both_success_rates(tmp_path):
+    cfg = RunConfig(plant="double_integrator")
+    cfg.train.steps, cfg.train.batch, cfg.train.eval_batch, cfg.controller.hidden = 3, 8, 16, [4]
+    res = train(cfg, tmp_path / "r", progress=False, log=lambda *a: None)
+    ev = res.summary["evaluation"]
+    assert {"success_rate", "lqr_policy_success_rate", "cost_ratio_to_lqr_policy",
+            "cost_ratio_to_lqr_policy_both_stabilised", "region"} <= set(ev)
+    assert res.summary["expert"] == "lqr" and res.summary["terminal"] == "lqr"
