@@ -31,12 +31,13 @@ def _plant_info(plant) -> dict:
 
 
 def performance(plant, x: np.ndarray, u: np.ndarray) -> dict:
-    """Closed-loop cost `Σ stage_cost(x_k, u_k)`, its mean, the final and RMS deviation from equilibrium."""
+    """Closed-loop cost `Σ stage_cost(x_k, u_k)`, its mean, the final and RMS deviation from equilibrium (periodic
+    angles wrapped, as the cost sees them)."""
     import torch
 
     with torch.no_grad():
         cost = plant.stage_cost(torch.as_tensor(x[:-1]), torch.as_tensor(u)).double().numpy()
-    dev = x - np.asarray(plant.x_eq, float)
+        dev = plant.deviation(torch.as_tensor(x, dtype=torch.float64)).numpy()  # periodic angles wrapped
     # A diverged run has NaN/inf figures: json_safe writes them as null, and `finite` says why.
     with np.errstate(over="ignore", invalid="ignore"):
         return {"cost": float(cost.sum()), "cost_per_step": float(cost.mean()) if cost.size else None,

@@ -94,3 +94,43 @@ def test_training_report_has_both_success_rates(tmp_path):
     assert {"success_rate", "lqr_policy_success_rate", "cost_ratio_to_lqr_policy",
             "cost_ratio_to_lqr_policy_both_stabilised", "region"} <= set(ev)
     assert res.summary["expert"] == "lqr" and res.summary["terminal"] == "lqr"
+
+
+def _tiny_mpc_config() -> RunConfig:
+    cfg = RunConfig(plant="pendulum?task=swingup&horizon=12")
+    tc = cfg.train
+    tc.expert, tc.demos, tc.demo_warmup, tc.steps, tc.batch, tc.eval_batch = "mpc", 4, 6, 10, 8, 16
+    tc.eval_every, tc.checkpoint_every = 2, 2
+    cfg.controller.hidden = [8]
+    return cfg
+
+
+def test_mpc_path_uses_relu_the_manifold_adam_warm_start_and_resumes_exactly(tmp_path):
+    whole = train(_tiny_mpc_config(), tmp_path / "whole", progress=False, log=lambda *a: None)
+    s = whole.summary
+    assert s["expert"] == "mpc" and s["activation"] == "relu" and s["warm_start_optimizer"] == "manifold-adam"
+    assert s["terminal"] == "none" and s["training_horizon"] == 12 and s["moved_from_warm_start"] is not None
+    assert [r["objective"] for r in whole.metrics[:7]] == ["imitation"] * 6 + ["rollout"]
+    assert not whole.controller.straight_through  # a training-only switch
+    part = train(_tiny_mpc_config(), tmp_path / "part", progress=False, log=lambda *a: None, stop_after=4)
+    assert part.metrics[-1]["step"] == 4
+    rest = train(_tiny_mpc_config(), tmp_path / "part", resume=True, progress=False, log=lambda *a: None)
+    for a, b in zip(whole.controller.state_dict().values(), rest.controller.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_straight_through_clip_keeps_the_value_and_passes_the_gradient():
+    from lipnet.nn import Controller
+
+    c = Controller(1, 1, hidden=(4,), u_low=-1.0, u_high=1.0, saturation="clip", action_scale=10.0)
+    with torch.no_grad():
+        c.layers[-1].bias.fill_(5.0)  # the action is saturated at +1
+    x = torch.tensor([[3.0]], requires_grad=True)
+    hard = c(x)
+    c.straight_through = True
+    soft = c(x)
+    assert torch.equal(hard, soft) and float(hard.detach()) == 1.0
+    (g_soft,) = torch.autograd.grad(soft.sum(), x)
+    c.straight_through = False
+    (g_hard,) = torch.autograd.grad(c(x).sum(), x)
+    assert float(g_hard) == 0.0 and float(g_soft) != 0.0  # the hard clip's gradient vanishes, the surrogate's not

@@ -19,7 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="learning rate (only adam, sgd, manifold-adam)")
     p.add_argument("--lipschitz", type=float, help="Lipschitz bound met by construction (default: from the plant)")
     p.add_argument("--hidden", help="hidden widths, e.g. 64,64")
-    p.add_argument("--activation", choices=["relu", "tanh", "groupsort"])
+    p.add_argument("--activation", choices=["auto", "relu", "tanh", "groupsort"],
+                   help="auto (default): tanh near the equilibrium (LQR expert), relu with the MPC expert")
     p.add_argument("--layer", choices=["frobenius", "spectral", "orthogonal", "plain"])
     p.add_argument("--objective", choices=["rollout", "imitation"])
     p.add_argument("--expert", choices=["auto", "lqr", "mpc"],

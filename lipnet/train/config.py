@@ -28,7 +28,7 @@ class ControllerConfig:
     """Architecture of the controller (see `lipnet.nn.Controller`)."""
 
     hidden: list[int] = field(default_factory=lambda: [64, 64])
-    activation: str = "tanh"
+    activation: str = "auto"  # tanh with the LQR expert, relu with the MPC expert (lipnet.train.loop.train)
     layer: str = "frobenius"
     saturation: str = "clip"  # full actuator authority, like the saturated LQR it is compared with
     lipschitz: float = 0.0  # 0: derived from the plant (lipschitz_factor × LQR gain in the scaled coordinates)
@@ -47,7 +47,7 @@ class ControllerConfig:
         if max(self.hidden) > 65536 or len(self.hidden) > 64:
             raise LipnetArgument(f"hidden widths {self.hidden!r} are far beyond a controller's size (at most 64 "
                                  "layers of 65536); choose e.g. --hidden 64,64")
-        _choice("activation", self.activation, ACTIVATIONS, "--activation")
+        _choice("activation", self.activation, [*ACTIVATIONS, "auto"], "--activation")
         _choice("layer", self.layer, ("frobenius", "spectral", "orthogonal", "plain"), "--layer")
         _choice("saturation", self.saturation, SATURATIONS, "[controller] saturation")
         if not (self.lipschitz == 0.0 or (math.isfinite(self.lipschitz) and self.lipschitz > 0)):
@@ -72,7 +72,7 @@ class TrainConfig:
     # `AUTO_MPC_BELOW` of the training states (swing-up, large angles), lqr elsewhere.
     expert: str = "auto"
     warmup: int = 50  # imitation steps with the LQR expert: a stabilising start for the rollout cost
-    demo_warmup: int = 600  # imitation steps with the MPC expert's demonstrations
+    demo_warmup: int = 1500  # imitation steps with the MPC expert's demonstrations
     demos: int = 128  # initial states the MPC expert is run from (each over the plant's horizon)
     optimizer: str = "sphere-mm"  # paper 000, algorithm 2: the automatic optimiser that trained every plant tried
     lr: float = 0.0  # 0: the optimiser's default (only adam / sgd / manifold-adam take one)

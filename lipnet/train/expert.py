@@ -50,8 +50,9 @@ class MPCExpert:
     noise : exploration std as a share of each actuator's half-range (or of `action_scale`).
     temperature : λ as a share of the per-state spread (mean − min) of the sampled costs.
     guide : a feedback policy (the saturated LQR) whose closed-loop action sequence from each state is one more
-        candidate at every iteration: the expert is then never worse than it over the horizon, and as precise
-        as it near the equilibrium, where random perturbations alone leave a residual.
+        candidate at every iteration, kept exactly wherever it is the cheapest: the expert is then never worse
+        than it over the horizon, and acts like it near the equilibrium, where averaging perturbed sequences
+        leaves a noisy residual.
     """
 
     def __init__(self, plant, action_scale=None, horizon_s: float = 1.5, samples: int = 128, iterations: int = 2,
@@ -67,8 +68,12 @@ class MPCExpert:
         self.sigma = noise * half
         self.generator = generator
 
-    def _refine(self, x: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
-        """One MPPI iteration for every state in `x` around the nominal sequences `U` `[N, T, n_u]`."""
+    def _refine(self, x: torch.Tensor, U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One MPPI iteration for every state in `x` around the nominal sequences `U` `[N, T, n_u]`.
+
+        Returns the new nominal sequences and, with a guide, a mask of the states where the guide's own sequence
+        was the cheapest candidate (there its exact sequence is kept rather than a noisy average).
+        """
         plant, K = self.plant, self.K
         N, T, m = U.shape
         sigma = torch.as_tensor(self.sigma, dtype=x.dtype)
@@ -88,7 +93,11 @@ class MPCExpert:
         finite_mean = torch.where(torch.isfinite(cost), cost, best).mean(1, keepdim=True)
         lam = self.temperature * (finite_mean - best).clamp_min(1e-12)
         w = torch.softmax(-(cost - best) / lam, dim=1)
-        return (w[:, :, None, None] * Us).sum(1)
+        U_new = (w[:, :, None, None] * Us).sum(1)
+        if self.guide is None:
+            return U_new, None
+        guide_best = cost[:, 1] <= best[:, 0]
+        return torch.where(guide_best[:, None, None], Us[:, 1], U_new), guide_best
 
     def _guided(self, x: torch.Tensor, T: int) -> torch.Tensor:
         """The guide policy's closed-loop actions from `x` over `T` steps, `[N, T, n_u]`."""
@@ -108,7 +117,7 @@ class MPCExpert:
         xs, us = [], []
         for _ in range(steps):
             for _ in range(self.iterations):
-                U = self._refine(x, U)
+                U, _ = self._refine(x, U)
             u = U[:, 0]
             xs.append(x)
             us.append(u)
