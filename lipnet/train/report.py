@@ -97,11 +97,16 @@ def warnings_of(summary: dict) -> list[str]:
     out = []
     ev = summary["evaluation"]
     moved = summary.get("moved_from_warm_start")
-    if moved is not None and moved < 1e-3 and summary.get("steps_total", 0) > summary.get("warm_start_steps", 0):
+    restored = summary.get("restored_best_step")
+    rollout_steps = summary.get("steps_total", 0) > summary.get("warm_start_steps", 0)
+    if restored is not None and restored == summary.get("warm_start_steps"):
+        out.append("the rollout phase did not improve on the validation states, so the controller that imitated "
+                   "the expert was kept")
+    elif moved is not None and moved < 1e-3 and rollout_steps:
         out.append(f"the rollout phase left the warm start unchanged (actions moved {moved:.2g} relative); the "
                    "controller is the imitated expert")
     trend = summary.get("last_eval_improvement")
-    if trend is not None and trend > 0.01:
+    if trend is not None and trend > 0.01 and restored is None:
         out.append(f"the evaluation cost was still falling at the last step ({trend:.1%} since the previous "
                    "evaluation): more --steps may help")
     if not math.isfinite(ev["cost"]) or not math.isfinite(ev["cost_ratio_to_lqr_optimum"]):
