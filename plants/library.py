@@ -72,6 +72,14 @@ class CartPole(ODEPlant):
     as safe-control-gym's episodes). Task: bring the state to 0 from x ∈ ±1 m, ẋ ∈ ±0.5 m/s, θ ∈ ±0.2 rad,
     θ̇ ∈ ±0.5 rad/s (train) or x ∈ ±2, ẋ ∈ ±1, θ ∈ ±0.3, θ̇ ∈ ±1 (eval); the saturated LQR stabilises the
     whole eval box (its linearised gain is K = [−2.78, −5.15, −43.88, −11.58], as in field-notes §5.1).
+
+    Task `wide` (`cartpole?task=wide`): x, ẋ, θ, θ̇ ∈ ±1 (pole up to ±57°), 25 Hz, 6 s (150 steps). The saturated
+    LQR stabilises 63 % of 256 eval starts (seed 1): from large angles its force saturates at ±10 N, the pole
+    falls past horizontal or the cart runs away. The MPC expert (guided by it) stabilises 100 % of 48 of them and
+    98 % of 128 training starts (20 s for those 128 demonstrations, 1 thread); its cart stays within ±3 m (no
+    track limits in the model; the pole may turn over, θ is wrapped). Task `swingup`: pole anywhere (θ ∈ ±π,
+    θ̇ ∈ ±1, x, ẋ ∈ ±0.5), 25 Hz, 8 s, cost Q = diag(1, 0.1, 5, 0.1), R = 0.01 (with Q = I the 1.5 s MPC settles
+    hanging down from 60 % of the starts). LQR 15 %, MPC 100 % of 48 and of 128 (27 s); cart within ±2.7 m.
     """
 
     NAME = "cartpole"
@@ -79,6 +87,11 @@ class CartPole(ODEPlant):
     PARAMS = {"M": (1.0, "kg", "cart mass"), "m": (0.1, "kg", "pole mass"),
               "l": (0.5, "m", "effective (half) pole length"), "g": (9.8, "m/s^2", "gravity"),
               "u_max": (10.0, "N", "force limit")}
+    # See the docstring: wide (pole up to ±1 rad, 25 Hz, 6 s) and swing-up from hanging (25 Hz, 8 s, a cost that
+    # weighs the pole angle and lets the input work; with Q = I the MPC expert settles hanging down).
+    TASKS = {"wide": lambda p: {"x0_box": [1.0, 1.0, 1.0, 1.0], "dt": 0.04, "horizon": 150},
+             "swingup": lambda p: {"x0_box": [0.5, 0.5, math.pi, 1.0], "dt": 0.04, "horizon": 200,
+                                   "q": [1.0, 0.1, 5.0, 0.1], "r": 0.01}}
     DT, SUBSTEPS, HORIZON = 0.02, 1, 300
 
     def describe(self, p):
@@ -113,6 +126,14 @@ class Quadrotor2D(ODEPlant):
     Equilibrium: hover at the origin, `Ti = m g/2`. Q = diag(1, 0.1, 1, 0.1, 0.1, 0.01), R = 5·I (thrust in N
     is small, so R is large). Task: return to hover from position offsets ±0.3 m, velocities ±0.3 m/s,
     θ ∈ ±0.2 rad, θ̇ ∈ ±0.5 rad/s (train), ±0.5 m, ±0.5 m/s, ±0.3 rad, ±1 rad/s (eval).
+
+    Task `wide` (`quadrotor2d?task=wide`): recovery from any attitude with a loaded quadrotor, twr = 1.5, θ ∈ ±π
+    (upside down included), θ̇ ∈ ±5 rad/s, velocities ±2 m/s, positions ±0.5 m, 25 Hz (RK4 one-step error
+    < 1e-3 against 16 substeps for |θ̇| ≤ 25 rad/s), 4 s. The saturated LQR stabilises 52 % of 256 eval starts
+    (seed 1): the thrusts saturate (0 ≤ Ti ≤ 0.75 m g) while it rights the vehicle and it falls (the model has
+    no ground). The MPC expert stabilises 98 % of 48 of them and 98 % of 128 training starts (17 s for those
+    demonstrations, 1 thread), within ±2.4 m horizontally and ±4.4 m in height, |θ̇| ≤ 27 rad/s (it flips the
+    vehicle; a Crazyflie's gyro reads up to 35 rad/s).
     """
 
     NAME = "quadrotor2d"
@@ -120,6 +141,9 @@ class Quadrotor2D(ODEPlant):
     PARAMS = {"m": (0.027, "kg", "mass"), "Iyy": (1.4e-5, "kg m^2", "pitch inertia"),
               "L": (0.0397, "m", "arm length"), "g": (9.8, "m/s^2", "gravity"),
               "twr": (2.0, "", "thrust-to-weight ratio (per-motor limit twr m g / 2)")}
+    # See the docstring: recovery from any attitude with a loaded quadrotor (twr 1.5), 25 Hz, 4 s.
+    TASKS = {"wide": lambda p: {"twr": 1.5, "x0_box": [0.5, 2.0, 0.5, 2.0, math.pi, 5.0], "dt": 0.04,
+                                "horizon": 100}}
     DT, SUBSTEPS, HORIZON = 0.02, 1, 200
 
     def describe(self, p):
@@ -215,10 +239,19 @@ class VanDerPol(ODEPlant):
     State `[x1, x2]`, input u, `|u| ≤ u_max`: `ẋ1 = x2`, `ẋ2 = μ (1 − x1²) x2 − x1 + u`. Defaults μ = 1,
     u_max = 2, 10 Hz, 10 s, Q = I, R = 0.1. Task: stop the oscillation from x ∈ ±1.5 (train), ±2.5 (eval),
     which straddles the limit cycle (amplitude ≈ 2).
+
+    Task `wide` (`vanderpol?task=wide`): a weak actuator, u_max = 0.75 (for μ = 1; from about 0.6 down no bounded
+    input can break the oscillation), x ∈ ±3, and a deadline: at rest within 12 s (120 steps). The saturated
+    LQR, whose sign mixes x1 and x2 instead of opposing x2, drains the cycle's energy too slowly: 47 % of 256
+    eval starts (seed 1) are at rest in time (all of them by 15 s, so this is a settling-time task, not a
+    region it cannot stabilise). The MPC expert stabilises 100 % of 48 of them and 99 % of 128 training
+    starts (5 s for those demonstrations, 1 thread); the states stay within ±3.9.
     """
 
     NAME = "vanderpol"
     PARAMS = {"mu": (1.0, "", "nonlinear damping"), "u_max": (2.0, "", "input limit")}
+    # See the docstring: a weak actuator (u_max 0.75) and a 12 s deadline from anywhere in ±3.
+    TASKS = {"wide": lambda p: {"u_max": 0.75, "x0_box": [3.0, 3.0], "horizon": 120}}
     DT, SUBSTEPS, HORIZON = 0.1, 2, 100
 
     def describe(self, p):
@@ -244,11 +277,21 @@ class BallBeam(ODEPlant):
     `Jb = 2/5 m R²`. Defaults m = 0.05 kg, R = 0.01 m, J = 0.02 kg·m², g = 9.81, u_max = 1 N·m, 20 Hz, 10 s,
     Q = diag(10, 1, 1, 0.1), R = 1. Task: centre the ball from r ∈ ±0.2 m, ṙ ∈ ±0.1, α ∈ ±0.1, α̇ ∈ ±0.1
     (train), ±0.3, ±0.2, ±0.15, ±0.2 (eval).
+
+    Task `wide` (`ballbeam?task=wide`): the ball far off centre on a long beam, r ∈ ±1.2 m, ṙ ∈ ±0.5 m/s,
+    α ∈ ±0.3 rad, α̇ ∈ ±0.5 rad/s, 7.5 s (150 steps; the saturated LQR's successes settle by then). At r = 1.2 m
+    the ball's gravity torque is 0.59 N·m of the 1 N·m limit, so the LQR's torque saturates, the beam overshoots
+    and the ball runs off: it stabilises 69 % of 256 eval starts (seed 1). The MPC expert stabilises 100 % of 48
+    of them and of 128 training starts (32 s for those demonstrations, 1 thread), with |α| ≤ 0.85 rad (rolling
+    without slip needs a friction coefficient ≥ 2/7 tan α ≈ 0.32) but the ball up to 2.1 m from the centre: the
+    model has no beam ends, so read it as a 4.5 m beam (or add a penalty on r to keep it shorter).
     """
 
     NAME = "ballbeam"
     PARAMS = {"m": (0.05, "kg", "ball mass"), "R": (0.01, "m", "ball radius"), "J": (0.02, "kg m^2", "beam inertia"),
               "g": (9.81, "m/s^2", "gravity"), "u_max": (1.0, "N m", "torque limit")}
+    # See the docstring: the ball up to 1.2 m off centre on a long beam, 7.5 s.
+    TASKS = {"wide": lambda p: {"x0_box": [1.2, 0.5, 0.3, 0.5], "horizon": 150}}
     DT, SUBSTEPS, HORIZON = 0.05, 2, 200
 
     def describe(self, p):
