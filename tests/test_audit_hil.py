@@ -249,7 +249,9 @@ def test_nan_actions_are_invalid_not_timeouts(tmp_path):
             with HilHost(plant, agent.address, cfg) as host:
                 rec = host.run([0.3, 0.0])
             c, st = rec.counters, rec.status
-            assert c["on_time"] == 0 and (st == invalid).sum() == c["invalid"] >= 0.5 * c["sent"]
+            # The law, not a scheduler-dependent share: nothing was applied as on time, every invalid reply is
+            # counted once and as invalid (a loaded machine makes more of them late, measured 34 of 76 under 3 jobs).
+            assert c["on_time"] == 0 and (st == OK).sum() == 0 and (st == invalid).sum() == c["invalid"] > 0
             assert c["on_time"] + c["late"] + c["invalid"] + c["lost"] == c["sent"]  # each reply counted once
             assert np.all(rec.u[st != OK] == 0.0)  # the fallback replaced every invalid action
             rep = hil_report(rec, plant)

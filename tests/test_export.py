@@ -20,11 +20,11 @@ from export.errors import ExportError, ParityError
 from export.folded import fold_controller, saturation_plan
 from export.parity import working_magnitude
 from export.reference import SUPPORTED_OPS, linear_weights
-from lipnet import fileio
 from lipnet.cli import main
 from lipnet.exceptions import LipnetError
 from lipnet.nn import Controller
 from lipnet.train.checkpoint import save_controller
+from plants import fileio
 
 CASES = {
     # two-sided tanh saturation, input scaling, Frobenius layers
