@@ -38,7 +38,8 @@ def _opt(flag: str, values) -> st.SearchStrategy:
 
 
 _train_args = st.tuples(
-    _opt("--plant", _plants), _opt("--steps", st.one_of(st.integers(1, 2), _ints)),
+    # --steps always given: without it a valid spec trains for the default 200-1700 steps, minutes per example.
+    _opt("--plant", _plants), st.one_of(st.integers(1, 2), _ints).map(lambda v: ["--steps", str(v)]),
     _opt("--batch", st.one_of(st.integers(1, 8), _ints)), _opt("--hidden", st.one_of(
         st.sampled_from(["4", "4,4", "0", ",", "-4", "4,,4", "a", "", "70000", " 4 "]), _text)),
     _opt("--lipschitz", _floats), _opt("--seed", _ints), _opt("--lr", _floats), _opt("--threads", _ints),
