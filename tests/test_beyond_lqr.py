@@ -68,7 +68,8 @@ def test_periodic_must_name_states():
 
 def test_auto_expert_is_lqr_on_narrow_tasks_and_mpc_on_swing_up():
     cfg = RunConfig().train
-    for spec, want in (("pendulum", "lqr"), ("pendulum?task=swingup", "mpc")):
+    for spec, want in (("pendulum", "lqr"), ("pendulum?task=swingup", "mpc"), ("pendulum?task=swingup&horizon=4",
+                                                                              "lqr")):
         p = plants.load(spec)
         assert _choose_expert(p, plants.lqr(p), cfg, 0, torch.float32)[0] == want
 

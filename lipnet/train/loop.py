@@ -346,12 +346,17 @@ def _failing(rows: list[dict]) -> str | None:
 WARM_OPTIMIZER = "manifold-adam"  # imitation of MPC demonstrations (see train)
 # The MPC expert replaces the LQR one where the saturated LQR stabilises less than this share of training states.
 AUTO_MPC_BELOW = 0.9
+# Below this much plant time nothing settles within the horizon, so the LQR's failure there says nothing.
+MIN_DECISION_SECONDS = 2.0
 
 
 def _choose_expert(plant, lqr, tc, seed: int, dtype) -> tuple[str, str]:
     """`("lqr" | "mpc", why)`: the configured expert, or for "auto" the saturated LQR's success decides."""
     if tc.expert != "auto":
         return tc.expert, f"expert = {tc.expert} requested"
+    if plant.horizon * plant.dt < MIN_DECISION_SECONDS:
+        return "lqr", (f"a {plant.horizon * plant.dt:g} s horizon is too short to tell whether the saturated LQR "
+                       "stabilises the training states")
     x0 = plant.sample_initial(256, "train", generator=torch.Generator().manual_seed(seed + 4), dtype=dtype)
     with torch.no_grad():
         rate = float(Evaluator(plant, lqr, x0, plant.horizon, "none").lqr_success.double().mean())
