@@ -11,7 +11,8 @@ import torch
 from .errors import PlantSpecError
 from .options import MAX_HORIZON, positive_int
 
-__all__ = ["Plant", "InitialStates", "initial_states", "positive_number", "real_array", "periodic_indices"]
+__all__ = ["Plant", "InitialStates", "initial_states", "positive_number", "real_array", "real_numbers",
+           "periodic_indices"]
 
 
 @dataclass
@@ -168,17 +169,22 @@ def positive_number(value, key: str) -> float:
     return x
 
 
+def real_numbers(value, key: str) -> np.ndarray:
+    """`value` as a float array, or `PlantSpecError` naming `key` for complex or non-numeric values."""
+    if np.iscomplexobj(value):  # numpy would drop the imaginary part with only a ComplexWarning
+        raise PlantSpecError(f"{key} is complex; a plant needs real numbers (pass .real if the imaginary part is 0)")
+    try:
+        return np.array(value, dtype=float)
+    except (TypeError, ValueError):
+        raise PlantSpecError(f"{key} must be numbers, got {value!r}") from None
+
+
 def real_array(value, key: str, shape: tuple[int, ...], broadcast: bool = False, infinite: bool = False) -> np.ndarray:
     """`value` as a real float array of `shape` (`broadcast`: or a scalar), finite unless `infinite`.
 
     Raises `PlantSpecError` naming `key` for complex, non-numeric, wrongly sized or non-finite values.
     """
-    if np.iscomplexobj(value):  # numpy would drop the imaginary part with only a ComplexWarning
-        raise PlantSpecError(f"{key} is complex; a plant needs real numbers (pass .real if the imaginary part is 0)")
-    try:
-        arr = np.array(value, dtype=float)
-    except (TypeError, ValueError):
-        raise PlantSpecError(f"{key} must be numbers, got {value!r}") from None
+    arr = real_numbers(value, key)
     size = math.prod(shape)
     if broadcast and arr.size == 1:
         arr = np.full(shape, arr.reshape(-1)[0])

@@ -9,7 +9,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from .base import Plant, initial_states, positive_number, real_array
+from .base import Plant, initial_states, positive_number, real_array, real_numbers
 from .errors import PlantSpecError
 from .fileio import atomic_write
 from .options import MAX_HORIZON, check_keys, diag_option, parse_value, positive_int
@@ -32,12 +32,7 @@ LINEAR_OPTIONS = {
 
 def _matrix(value, name: str, rows: int | None = None, cols: int | None = None) -> np.ndarray:
     """`value` as a finite 2-D float array of the given shape, or `PlantSpecError` naming `name`."""
-    if np.iscomplexobj(value):  # numpy would keep the real part with only a ComplexWarning
-        raise PlantSpecError(f"{name} is complex; a plant needs real matrices (pass .real if the imaginary part is 0)")
-    try:
-        arr = np.array(value, dtype=float)
-    except (TypeError, ValueError):
-        raise PlantSpecError(f"{name} is not a numeric array (got {type(value).__name__})") from None
+    arr = real_numbers(value, name)
     if arr.ndim == 1 and rows is not None and cols == 1 and arr.size == rows:
         arr = arr.reshape(rows, 1)
     if arr.ndim == 0 and rows == 1 and cols == 1:

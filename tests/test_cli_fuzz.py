@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from lipnet.cli import main
 
 FAST_EXAMPLES, SLOW_EXAMPLES = 20, 700
+FAST, SLOW = (settings(max_examples=n, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+              for n in (FAST_EXAMPLES, SLOW_EXAMPLES))
 
 # Values that break naive parsing: negatives, zero, huge, non-finite, garbage text, empty.
 _ints = st.one_of(st.integers(-3, 3), st.sampled_from([-(2**70), 2**64, 10**9, 1000]))
@@ -112,14 +114,14 @@ def _check_train(base: Path, monkeypatch, argv: list[str]):
         assert (base / "outside.txt").read_text() == "outside"
 
 
-@settings(max_examples=FAST_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@FAST
 @given(argv=_train_args)
 def test_train_fuzz(base, monkeypatch, argv):
     _check_train(base, monkeypatch, argv)
 
 
 @pytest.mark.slow
-@settings(max_examples=SLOW_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@SLOW
 @given(argv=_train_args)
 def test_train_fuzz_many(base, monkeypatch, argv):
     _check_train(base, monkeypatch, argv)
@@ -152,20 +154,20 @@ def _check_other(base: Path, monkeypatch, command: str, argv: list[str], allowed
         assert (work / "run" / "controller.pt").exists()
 
 
-@settings(max_examples=FAST_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@FAST
 @given(argv=_certify_args)
 def test_certify_fuzz(base, monkeypatch, argv):
     _check_other(base, monkeypatch, "certify", argv, allowed=(0, 1, 2))
 
 
-@settings(max_examples=FAST_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@FAST
 @given(argv=_export_args)
 def test_export_fuzz(base, monkeypatch, argv):
     _check_other(base, monkeypatch, "export", argv, allowed=(0, 2))
 
 
 @pytest.mark.slow
-@settings(max_examples=SLOW_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@SLOW
 @given(argv=st.one_of(_certify_args.map(lambda a: ["certify", *a]), _export_args.map(lambda a: ["export", *a])))
 def test_certify_export_fuzz_many(base, monkeypatch, argv):
     _check_other(base, monkeypatch, argv[0], argv[1:], allowed=(0, 1, 2))
@@ -188,20 +190,20 @@ _hil_args = st.tuples(
                  "--no-plots", *[a for part in p for a in part]])
 
 
-@settings(max_examples=FAST_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@FAST
 @given(argv=_simulate_args)
 def test_simulate_fuzz(base, monkeypatch, argv):
     _check_other(base, monkeypatch, "simulate", argv, allowed=(0, 1, 2))
 
 
-@settings(max_examples=FAST_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@FAST
 @given(argv=_hil_args)
 def test_hil_run_fuzz(base, monkeypatch, argv):
     _check_other(base, monkeypatch, "hil", argv, allowed=(1, 2))
 
 
 @pytest.mark.slow
-@settings(max_examples=SLOW_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@SLOW
 @given(argv=st.one_of(_simulate_args.map(lambda a: ["simulate", *a]), _hil_args.map(lambda a: ["hil", *a])))
 def test_simulate_hil_fuzz_many(base, monkeypatch, argv):
     _check_other(base, monkeypatch, argv[0], argv[1:], allowed=(0, 1, 2))
