@@ -135,3 +135,15 @@ def test_straight_through_clip_keeps_the_value_and_passes_the_gradient():
     c.straight_through = False
     (g_hard,) = torch.autograd.grad(c(x).sum(), x)
     assert float(g_hard) == 0.0 and float(g_soft) != 0.0  # the hard clip's gradient vanishes, the surrogate's not
+
+
+def test_config_toml_records_the_resolved_choices_and_reproduces_the_run(tmp_path):
+    from lipnet.train.config import load_config
+
+    first = train(_tiny_mpc_config(), tmp_path / "a", progress=False, log=lambda *a: None)
+    cfg = load_config(tmp_path / "a" / "config.toml")
+    assert (cfg.controller.activation, cfg.train.expert, cfg.train.steps, cfg.train.terminal) == \
+        ("relu", "mpc", 10, "none")
+    again = train(cfg, tmp_path / "b", progress=False, log=lambda *a: None)
+    for a, b in zip(first.controller.state_dict().values(), again.controller.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

@@ -243,8 +243,9 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
         rows, start = state["metrics"], state["step"]
         best = state.get("best") or best
         warm_state = state.get("warm_state")
-    resolved = cfg.to_dict()
-    resolved["controller"]["lipschitz"] = float(plan.lipschitz)
+    resolved = cfg.to_dict()  # every "auto" written as what it became, so --config reproduces the run
+    resolved["controller"].update(lipschitz=float(plan.lipschitz), activation=activation)
+    resolved["train"].update(expert=expert, steps=total, terminal=terminal)
     atomic_write_text(run_dir / CONFIG, f"# lipnet {__version__} run configuration; bound source: "
                                         f"{plan.lipschitz_source}\n" + dump_toml(resolved))
     log(f"plant {plant.name} ({plant.n_x} states, {plant.n_u} inputs, dt={plant.dt:g}s); optimizer {tc.optimizer}; "
