@@ -1,10 +1,8 @@
-"""Sound Lipschitz bounds on the weights inside an exported model, and the run's certificate carried over to them.
+"""Sound Lipschitz bounds on the weights inside an exported model, and the run's certificate and its hash.
 
 The exported controller is `sat(W_D σ(⋯ σ(W_1 x + b_1)) + b_D)` with 1-Lipschitz σ and saturation, so
-`Π_l ‖Ŵ_l‖₂` over the weights read back from the file is sound for that file. A certificate computed on the
-checkpoint's float64 weights `W_l` bounds every product `W_D Λ_{D-1} ⋯ Λ_1 W_1` with diagonal `0 ≤ Λ ≤ I` (true
-of the construction, product, LipSDP and layer-wise bounds lipnet computes); expanding the product with
-`Ŵ_l = W_l + E_l` gives the transfer `L̂ ≤ L + Π(‖W_l‖ + δ_l) − Π‖W_l‖`, `δ_l = ‖E_l‖_F ≥ ‖E_l‖₂`.
+`Π_l ‖Ŵ_l‖₂` over the weights read back from the file is sound for that file (`export.recertify` adds LipSDP on
+the same weights; nothing is carried over from a certificate's numbers).
 With periodic states the first layer acts on sin/cos features of the state, a 1-Lipschitz map: every bound on
 the weights (the first matrix taking the features) still holds from state to action.
 Needs numpy only (the certificate's hash is checked with `lipnet.certify` when it is installed).
@@ -19,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SVD_MARGIN", "spectral_norm", "spectral_product", "perturbation_slack", "RunCertificate",
+__all__ = ["SVD_MARGIN", "spectral_norm", "spectral_product", "RunCertificate",
            "run_certificate", "tightest_bound", "network_hash_fn"]
 
 # LAPACK's largest singular value has relative error ~n·eps ≈ 1e-13 for these sizes; inflate by far more.
@@ -37,25 +35,6 @@ def spectral_norm(w: np.ndarray) -> float:
 def spectral_product(weights) -> float:
     """`Π_l ‖W_l‖₂`: sound for an MLP with 1-Lipschitz activations and output map."""
     return float(math.prod(spectral_norm(w) for w in weights))
-
-
-def perturbation_slack(reference, perturbed) -> float:
-    """`Π(‖W_l‖ + δ_l) − Π‖W_l‖` summed term by term (no cancellation), `δ_l = ‖Ŵ_l − W_l‖_F` inflated."""
-    if len(reference) != len(perturbed):
-        raise ValueError(f"{len(reference)} reference layers but {len(perturbed)} perturbed ones")
-    norms, deltas = [], []
-    for w, wh in zip(reference, perturbed, strict=True):
-        w, wh = np.asarray(w, np.float64), np.asarray(wh, np.float64)
-        if w.shape != wh.shape:
-            raise ValueError(f"layer shapes differ: {w.shape} vs {wh.shape}")
-        norms.append(spectral_norm(w))
-        deltas.append(float(np.linalg.norm(wh - w)) * (1.0 + 1e-6))
-    total = 0.0
-    for l in range(len(norms)):
-        # Telescoping: Π(n+d) − Π n = Σ_l d_l · Π_{k<l}(n_k + d_k) · Π_{k>l} n_k.
-        before = math.prod(n + d for n, d in zip(norms[:l], deltas[:l], strict=True))
-        total += deltas[l] * before * math.prod(norms[l + 1:])
-    return total * (1.0 + 1e-9)
 
 
 def tightest_bound(cert: dict) -> tuple[float | None, str | None]:
