@@ -9,12 +9,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import Plant
+from .base import Plant, wrap_angles
 from .errors import PlantRuntimeError, PlantSpecError
 from .linear import LinearPlant
 from .ode import NOT_DIFFERENTIABLE, hints_not_differentiable
 
-__all__ = ["linearize", "lqr", "LQR", "LQRPolicy", "wrap_periodic"]
+__all__ = ["linearize", "lqr", "LQR", "LQRPolicy"]
 
 
 def _jacobians(plant: Plant, x0: torch.Tensor, u0: torch.Tensor, method: str) -> tuple[np.ndarray, np.ndarray]:
@@ -121,16 +121,6 @@ def linearize(plant: Plant, x=None, u=None, method: str = "jacrev"):
     return control.ss(A, B, np.eye(plant.n_x), np.zeros((plant.n_x, plant.n_u)), plant.dt)
 
 
-def wrap_periodic(x: torch.Tensor, center: torch.Tensor, periodic) -> torch.Tensor:
-    """`x` with its `periodic` coordinates moved by multiples of 2π into (c − π, c + π]."""
-    if not periodic:
-        return x
-    idx = list(periodic)
-    d = x[..., idx] - center[idx]
-    wrapped = center[idx] + torch.atan2(torch.sin(d), torch.cos(d))
-    return x.index_copy(-1, torch.as_tensor(idx, device=x.device), wrapped)
-
-
 class LQRPolicy(nn.Module):
     """`u = u_eq − K (x − x_eq)`, clipped to `[u_low, u_high]` when `clip` and the limits exist.
 
@@ -172,7 +162,8 @@ class LQRPolicy(nn.Module):
         """`[b, n_x] → [b, n_u]`."""
         Kt, offset, lo, hi = self._consts(x)
         if self.periodic:
-            x = wrap_periodic(x, self.x_eq.to(x), self.periodic)
+            x_eq = self.x_eq.to(x)
+            x = x_eq + wrap_angles(x - x_eq, self.periodic)
         u = torch.addmm(offset, x, Kt, alpha=-1.0) if x.dim() == 2 else offset - x @ Kt
         return torch.clamp(u, lo, hi) if self.clip else u
 
@@ -193,7 +184,7 @@ class LQR:
     def cost(self, x0: torch.Tensor) -> torch.Tensor:
         """Infinite-horizon optimal cost of the linearised problem, `(x0−x_eq)ᵀ P (x0−x_eq)` per row."""
         x_eq = torch.as_tensor(self.x_eq, dtype=x0.dtype, device=x0.device)
-        dx = wrap_periodic(x0, x_eq, self.policy.periodic) - x_eq
+        dx = wrap_angles(x0 - x_eq, self.policy.periodic)
         return ((dx @ torch.as_tensor(self.P, dtype=x0.dtype, device=x0.device)) * dx).sum(-1)
 
     def unclipped(self) -> LQRPolicy:

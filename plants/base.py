@@ -12,7 +12,7 @@ from .errors import PlantSpecError
 from .options import MAX_HORIZON, positive_int
 
 __all__ = ["Plant", "InitialStates", "initial_states", "positive_number", "real_array", "real_numbers",
-           "periodic_indices"]
+           "periodic_indices", "wrap_angles"]
 
 
 @dataclass
@@ -144,12 +144,7 @@ class Plant:
 
     def deviation(self, x: torch.Tensor) -> torch.Tensor:
         """`x − x_eq` with every periodic coordinate wrapped into (−π, π] (so θ and θ + 2π deviate alike)."""
-        dx = x - self.const("x_eq", x)
-        if not self.periodic:
-            return dx
-        idx = list(self.periodic)
-        wrapped = torch.atan2(torch.sin(dx[..., idx]), torch.cos(dx[..., idx]))
-        return dx.index_copy(-1, torch.as_tensor(idx, device=dx.device), wrapped)
+        return wrap_angles(x - self.const("x_eq", x), self.periodic)
 
     def stage_cost(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """`dxᵀQ dx + (u−u_eq)ᵀR(u−u_eq)` per batch row, `dx = deviation(x)` (any leading batch dimensions)."""
@@ -208,6 +203,15 @@ def _names(names, n: int, key: str, dim: str, what: str) -> list[str]:
         raise PlantSpecError(f"{key} has {len(names)} entries but the plant has {dim} = {n}; give one per {what} "
                              f"(or none for the defaults)")
     return names
+
+
+def wrap_angles(d: torch.Tensor, periodic) -> torch.Tensor:
+    """`d` (deviations, last axis) with its `periodic` coordinates wrapped into (−π, π]."""
+    if not periodic:
+        return d
+    idx = list(periodic)
+    wrapped = torch.atan2(torch.sin(d[..., idx]), torch.cos(d[..., idx]))
+    return d.index_copy(-1, torch.as_tensor(idx, device=d.device), wrapped)
 
 
 def periodic_indices(value, n: int) -> tuple[int, ...]:
