@@ -168,7 +168,10 @@ def test_lipsdp_neuron_on_tiny_nets_agrees_with_ours(seed, act):
     sdp, ours = upper_bound("lipsdp-neuron", net), upper_bound("lipsdp-schur", net)
     assert ours.sound
     if sdp.sound:
-        assert sdp.value == pytest.approx(ours.value, rel=2e-3)
+        # Same LMI: ours (solved to tolerance, then verified) is never looser than SCS's verified optimum beyond
+        # rounding, and agrees with it to the first-order solver's accuracy (~1 % at worst, seed 5127).
+        assert ours.value <= sdp.value * (1 + 2e-3)
+        assert sdp.value == pytest.approx(ours.value, rel=2e-2)
     assert sdp.value is not None and sdp.value <= upper_bound("spectral", net).value * (1 + 1e-6)
 
 

@@ -67,3 +67,38 @@ def test_deepcopy_keeps_manifold():
     c = Controller(2, 1, (4,))
     d = copy.deepcopy(c)
     assert d.layers[0].direction.manifold.name == "sphere"
+
+
+# --- equilibrium anchor (centered) ---------------------------------------------------------------------------
+@pytest.mark.parametrize("saturation", ["tanh", "clip", "none"])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "groupsort"])
+def test_centered_controller_maps_the_equilibrium_to_the_equilibrium_input(saturation, activation):
+    from lipnet.certify.empirical import network_forward
+    from lipnet.certify.network import mlp_of
+
+    torch.manual_seed(0)
+    kw = dict(hidden=(8, 8), activation=activation, state_offset=[0.1, 0.2, 0.3], state_scale=[1, 2, 3],
+              action_offset=[0.5, -0.25], action_scale=[2, 1], u_low=[-1, -1], u_high=[2, 1],
+              saturation=saturation, periodic=(1,))
+    c = Controller(3, 2, centered=True, **kw)
+    with torch.no_grad():  # trained biases: the network is no longer 0 at 0
+        for lin in c.layers:
+            lin.bias.normal_()
+    plain = Controller(3, 2, **kw)
+    plain.load_state_dict(c.state_dict())
+    x_eq = c.state_offset[None]
+    assert torch.equal(c(x_eq), c.action_offset[None])  # exact in float32
+    assert not torch.allclose(plain(x_eq), c.action_offset[None], atol=1e-4)  # the anchor is what does it
+    u64 = network_forward(mlp_of(c), x_eq.double(), saturate=True)
+    assert np.abs(u64.numpy() - c.action_offset.double().numpy()).max() < 1e-15
+    xs = torch.randn(64, 3)  # the folded float64 weights are the same function
+    assert torch.allclose(c(xs).double(), network_forward(mlp_of(c), xs.double(), saturate=True), atol=1e-5)
+    assert c.lipschitz_bound() == plain.lipschitz_bound()  # a constant shift: the bound is unchanged
+    again = Controller.from_config(c.config())
+    again.load_state_dict(c.state_dict())
+    assert torch.equal(again(xs), c(xs)) and again.centered
+
+
+def test_centered_controller_refuses_an_equilibrium_input_on_the_limit():
+    with pytest.raises(ValueError, match="strictly inside"):
+        Controller(2, 1, u_low=[0.0], u_high=[1.0], action_offset=[0.0], saturation="tanh", centered=True)

@@ -5,6 +5,11 @@
     v = u_offset + action_scale ⊙ y           (diagonal output scaling)
     u = sat(v)                                (1-Lipschitz per channel: smooth tanh or hard clip)
 
+With `centered=True` the output is anchored at the equilibrium: `v = v_eq + action_scale ⊙ (y(z) − y(0))`, where
+`v_eq = sat⁻¹(u_offset)`, so the state `x = state_offset` gets exactly the action `u_offset` (no steady offset,
+and the closed loop keeps the plant's equilibrium, which a region-of-attraction certificate needs). `y(0)` is a
+constant, so every Lipschitz bound is unchanged; `folded_weights` folds it into the last bias.
+
 Periodic states (`periodic`, 2π-periodic angles) enter through the circle instead: `z_p = sin(x_p − o_p)/s_p`
 in place, and one more feature `(cos(x_p − o_p) − 1)/s_p` per periodic p appended after the n_x others, so
 the controller is a continuous function on the circle. Every feature is 0 at `x = offset`, and the map
@@ -79,12 +84,13 @@ class Controller(nn.Module):
     u_low, u_high : actuator limits (None: unlimited).
     saturation : `tanh` (smooth), `clip` (hard) or `none`; ignored without limits.
     periodic : indices of 2π-periodic states (angles), seen through sin/cos features (module docstring).
+    centered : anchor the output at the equilibrium, `u(state_offset) = action_offset` exactly (module docstring).
     """
 
     def __init__(self, n_x: int, n_u: int, hidden=(64, 64), activation: str = "relu",
                  layer: str = "frobenius", gains=1.0, bias: bool = True,
                  state_offset=None, state_scale=None, action_offset=None, action_scale=None,
-                 u_low=None, u_high=None, saturation: str = "tanh", periodic=()):
+                 u_low=None, u_high=None, saturation: str = "tanh", periodic=(), centered: bool = False):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
@@ -124,6 +130,12 @@ class Controller(nn.Module):
         self.register_buffer("u_high", _vec(u_high, n_u, "u_high", np.inf).float())
         if (self.u_low >= self.u_high).any():
             raise ValueError(f"u_low must be below u_high, got {self.u_low.tolist()} / {self.u_high.tolist()}")
+        self.centered = bool(centered)
+        if self.centered:
+            lo, hi, u0 = self.u_low.double(), self.u_high.double(), self.action_offset.double()
+            if self.has_limits and self.saturation != "none" and ((u0 <= lo) | (u0 >= hi)).any():
+                raise ValueError(f"a centered controller needs action_offset {u0.tolist()} strictly inside the "
+                                 f"actuator limits [{lo.tolist()}, {hi.tolist()}]")
 
     # --- forward -------------------------------------------------------------------------------------
     @property
@@ -172,11 +184,36 @@ class Controller(nn.Module):
             return smooth
         return torch.where(finite, smooth, torch.clamp(v, lo, hi))
 
+    def _presaturation(self, u: torch.Tensor) -> torch.Tensor:
+        """`sat⁻¹(u)` for `u` strictly inside the limits (u itself for a clip, no saturation or no limits)."""
+        if not self.has_limits or self.saturation != "tanh":
+            return u.clone()
+        lo, hi = self.u_low.to(u.dtype), self.u_high.to(u.dtype)
+        finite = torch.isfinite(lo) & torch.isfinite(hi)
+        centre = torch.where(finite, (lo + hi) / 2, torch.zeros_like(lo))
+        half = torch.where(finite, (hi - lo) / 2, torch.ones_like(lo))
+        inside = torch.clamp((u - centre) / half, -1 + 1e-12, 1 - 1e-12)
+        return torch.where(finite, centre + half * torch.atanh(inside), u)
+
+    def output_anchor(self, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(v0, y0)` with `v = v0 + action_scale ⊙ (y − y0)`: `(action_offset, 0)`, or `(v_eq, y(0))` if centered."""
+        if not self.centered:
+            return self.action_offset.to(dtype), torch.zeros(self.n_u, dtype=dtype, device=self.u_low.device)
+        zero = torch.zeros(1, self.n_features, dtype=dtype, device=self.u_low.device)
+        with torch.autocast("cpu", enabled=False):
+            y0 = self.network(zero.to(self.layers[0].weight.dtype)).to(dtype)[0]
+        return self._presaturation(self.action_offset.double()).to(dtype), y0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.n_x:
             raise LipnetDimension(f"controller expects states of dimension {self.n_x}, got shape {tuple(x.shape)}")
-        v = torch.addcmul(self.action_offset.to(x.dtype), self.action_scale.to(x.dtype),
-                          self.network(self.features(x)))
+        y = self.network(self.features(x))
+        if self.centered:
+            v0, y0 = self.output_anchor(x.dtype)
+            y = y - y0
+            v = torch.addcmul(v0, self.action_scale.to(x.dtype), y)
+        else:
+            v = torch.addcmul(self.action_offset.to(x.dtype), self.action_scale.to(x.dtype), y)
         return self.saturate(v)
 
     # --- bounds and views ----------------------------------------------------------------------------
@@ -216,6 +253,7 @@ class Controller(nn.Module):
             b = (lin.bias.detach().double().cpu().numpy().copy() if lin.bias is not None
                  else np.zeros(w.shape[0]))
             out.append((w, b))
+        raw = list(out)
         p = list(self.periodic)
         s = self.state_scale.double().cpu().numpy()
         s = np.concatenate([s, s[p]])  # the scale of each first-layer column
@@ -228,6 +266,14 @@ class Controller(nn.Module):
         a = self.action_scale.double().cpu().numpy()
         u0 = self.action_offset.double().cpu().numpy()
         wl, bl = out[-1]
+        if self.centered:  # v = v_eq + a ⊙ (y − y(0)), y(0) in float64 from the unscaled layers
+            h = np.zeros((1, self.n_features))
+            for i, (w, b) in enumerate(raw):
+                h = h @ w.T + b
+                if i < len(raw) - 1:
+                    h = self.act(torch.from_numpy(h)).numpy()
+            h = h[0]
+            u0 = self._presaturation(self.action_offset.double()).cpu().numpy() - a * h
         out[-1] = (a[:, None] * wl, a * bl + u0)
         return out
 
@@ -247,7 +293,7 @@ class Controller(nn.Module):
             "u_low": [float(v) for v in lo] if self.has_limits else None,
             "u_high": [float(v) for v in hi] if self.has_limits else None,
             "saturation": self.saturation, "periodic": list(self.periodic),
-        }
+        } | ({"centered": True} if self.centered else {})  # absent when False: older readers still load it
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> Controller:

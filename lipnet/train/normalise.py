@@ -90,11 +90,15 @@ def build_controller(plant, plan: ControllerPlan, hidden, activation: str = "tan
     """Initialise the controller and set its gains by the data-normalisation rule (rule 4)."""
     depth = len(hidden) + 1
     limits = plant.u_low is not None or plant.u_high is not None
+    lo = np.full(plant.n_u, -np.inf) if plant.u_low is None else np.asarray(plant.u_low, float)
+    hi = np.full(plant.n_u, np.inf) if plant.u_high is None else np.asarray(plant.u_high, float)
+    # Anchored at the equilibrium (u(x_eq) = u_eq exactly) whenever u_eq lies strictly inside the limits.
+    centered = bool(((lo < plant.u_eq) & (plant.u_eq < hi)).all())
     common = dict(n_x=plant.n_x, n_u=plant.n_u, hidden=tuple(hidden), activation=activation, layer=layer,
                   state_offset=plant.x_eq, state_scale=plan.state_scale, action_offset=plant.u_eq,
                   action_scale=plan.action_scale, u_low=plant.u_low if limits else None,
                   u_high=plant.u_high if limits else None, saturation=saturation,
-                  periodic=tuple(getattr(plant, "periodic", ())))
+                  periodic=tuple(getattr(plant, "periodic", ())), centered=centered)
     probe = Controller(gains=1.0, **common)
     if layer == "plain":
         # Plain weights keep AGD's published initialisation (orthogonal × sqrt(out/in)); no bound by construction.
