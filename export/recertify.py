@@ -71,9 +71,12 @@ def recheck(run_cert: RunCertificate, controller, plant) -> tuple[RunCertificate
     claimed = run_cert.certificate or {}
     cl_claim = claimed.get("closed_loop") or {}
     wants_iqc = bool(cl_claim.get("certified")) and "IQC" in str(cl_claim.get("method", ""))
+    region_claim = cl_claim.get("region") if isinstance(cl_claim.get("region"), dict) else None
+    region_claim = region_claim if region_claim and region_claim.get("certified") else None
     try:
         fresh = certify_controller(controller, plant, methods=FAST_METHODS, lower=False,
-                                   closed_loop=plant is not None, iqc="always" if wants_iqc else "off")
+                                   closed_loop=plant is not None, iqc="always" if wants_iqc else "off",
+                                   roa=False, roa_claim=region_claim)
     except Exception as exc:  # noqa: BLE001 - a certificate that cannot be re-checked is not embedded
         raise ExportError(f"the run's certificate could not be re-verified ({exc.__class__.__name__}: {exc}); "
                           "re-run `lipnet certify` or pass the plant with --plant") from None
@@ -99,4 +102,11 @@ def recheck(run_cert: RunCertificate, controller, plant) -> tuple[RunCertificate
             raise ExportError(f"certificate.json claims the closed loop is certified ({cl_claim.get('method')}) but "
                               f"re-checking it gives: {again.get('verdict', 'no plant to check it against')}; re-run "
                               "`lipnet certify` on the run folder")
+    if region_claim is not None:
+        again = (fresh.closed_loop or {}).get("region") or {}
+        if not again.get("certified"):
+            why = again.get("reason", "no plant to check it against")
+            raise ExportError("certificate.json claims a certified region of attraction "
+                              f"(ρ = {region_claim.get('rho')}) but re-proving it fails: {why}; "
+                              "re-run `lipnet certify` on the run folder")
     return run_cert, fresh.to_dict()

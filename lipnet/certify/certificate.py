@@ -109,7 +109,8 @@ def _linear_data(plant) -> tuple[np.ndarray, np.ndarray, bool]:
 
 def certify_controller(controller, plant=None, methods=None, region: Region | None = None,
                        solver: str = "SCS", sdp_max_neurons: int | None = 256, lower: bool = True,
-                       closed_loop: bool = True, seed: int = 0, iqc: str = "fallback") -> Certificate:
+                       closed_loop: bool = True, seed: int = 0, iqc: str = "fallback", roa: bool = True,
+                       roa_seconds: float = 60.0, roa_box=None, roa_claim: dict | None = None) -> Certificate:
     """Bound, estimate and (with a plant) certify the closed loop of one controller.
 
     Parameters
@@ -121,6 +122,9 @@ def certify_controller(controller, plant=None, methods=None, region: Region | No
     solver, sdp_max_neurons : LipSDP-neuron's cvxpy solver and the size above which it is skipped.
     lower, closed_loop : compute the empirical lower bound / the closed-loop certificate.
     iqc : the neuron-wise IQC closed-loop LMI: "fallback" (only when small gain fails), "always" or "off".
+    roa, roa_seconds, roa_box : certified regions of attraction of the closed loop and of the saturated LQR
+        (`roa.region_certificates`; time budget per region, half-widths of the stated box, default the plant's
+        evaluation region); `roa_claim` re-verifies a stated region instead of searching (export does that).
     """
     if isinstance(plant, str):
         import plants
@@ -142,6 +146,16 @@ def certify_controller(controller, plant=None, methods=None, region: Region | No
         cl = closed_loop_certificate(net, A, B, plant.dt, plant.x_eq, plant.u_eq, linear=linear,
                                      plant_name=getattr(plant, "spec", "") or plant.name, iqc=iqc,
                                      iqc_max_neurons=limit, solver=solver)
+        if roa or roa_claim is not None:
+            from .roa import region_certificates
+
+            cl.update(region_certificates(controller, plant, seconds=roa_seconds, box=roa_box, claim=roa_claim))
+            region = cl.get("region") or {}
+            if region.get("certified") and not cl.get("certified"):
+                cl["verdict"] = (f"region of attraction certified: {{V ≤ {region['rho']:.6g}}} "
+                                 f"({100 * region.get('volume_share', 0):.3g}% of the stated box) is invariant and "
+                                 "every trajectory from it converges; no global certificate ("
+                                 + cl.get("verdict", "") + ")")
     arch = {"n_x": net.n_in, "n_u": net.n_out, "hidden": net.hidden, "activation": net.activation,
             "saturation": net.saturation}
     if net.periodic:  # only then, so certificates of other controllers read as before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 __all__ = ["add_arguments", "run", "EXAMPLE"]
@@ -11,6 +12,7 @@ EXAMPLE = """examples:
   lipnet certify runs/cartpole --method all         # also the cvxpy LipSDP cross-check (minutes on 64x64)
   lipnet certify runs/cartpole --require 2.0        # exit 1 unless the tightest sound bound is <= 2.0
   lipnet certify runs/dc --plant dcmotor --method spectral --method lipsdp-schur --json
+  lipnet certify runs/swingup --roa-seconds 120 --roa-box 1.5,4   # region of attraction in |θ|<1.5, |θ̇|<4
 exit codes: 0 success, 1 --require failed, 2 error."""
 
 
@@ -33,6 +35,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--iqc", choices=["fallback", "always", "off"], default="fallback",
                         help="neuron-wise IQC closed-loop LMI (linear plants): when small gain fails (default), "
                              "always, or never")
+    parser.add_argument("--roa", action=argparse.BooleanOptionalAction, default=True,
+                        help="certified region of attraction of the closed loop and of the saturated LQR, with a "
+                             "phase-plane plot roa.png (default on; --no-roa skips it)")
+    parser.add_argument("--roa-seconds", type=float, default=60.0, metavar="S",
+                        help="time budget per region (default 60 s; the level proven so far is kept)")
+    parser.add_argument("--roa-box", metavar="W1,W2,...", default=None,
+                        help="half-widths of the box the region must lie in (default: the plant's evaluation region)")
     parser.add_argument("--json", action="store_true", help="print the certificate JSON instead of the table")
 
 
@@ -63,11 +72,39 @@ def format_table(cert) -> str:
             rows.append(f"  ‖(zI−(A+BK))⁻¹B‖∞ = {cl['hinf']:.6g}, Lip(Δ) ≤ {cl['lip_delta']:.6g} "
                         f"({cl['lip_delta_method']}), margin {cl['margin']:.4g}, allowed Lip(Δ) < "
                         f"{cl['allowed_lip_delta']:.6g}")
+        for key, who in (("region", "lipnet"), ("region_lqr", "saturated LQR")):
+            reg = cl.get(key)
+            if reg:
+                rows.append(f"  region of attraction, {who}: {_region_text(reg)}")
         iqc = cl.get("iqc")
         if iqc:
             rows.append(f"  IQC: {'passes' if iqc.get('passes') else 'fails'}: {iqc.get('reason', '')}"
                         + (f", contraction ≤ {iqc['contraction']:.6g} per step" if iqc.get("contraction") else ""))
     return "\n".join(rows)
+
+
+def _region_text(reg: dict) -> str:
+    if reg.get("certified"):
+        return (f"certified {{V ≤ {reg['rho']:.6g}}}, {100 * reg['volume_share']:.3g}% of the box's volume "
+                f"({reg['subboxes']} boxes, {reg['seconds']:.1f} s)")
+    if reg.get("estimate"):
+        return (f"ESTIMATE only (sampled, not certified): {{V ≤ {reg['rho']:.6g}}}, "
+                f"{100 * reg['volume_share']:.3g}% of the box; {reg.get('reason', '')}")
+    return f"none certified: {reg.get('reason', '')}"
+
+
+def _roa_box(text):
+    from lipnet.exceptions import LipnetArgument
+
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in str(text).split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(v > 0 and v < float("inf") for v in values):
+        raise LipnetArgument(f"--roa-box must be comma-separated positive half-widths (one per state), got {text!r}")
+    return values
 
 
 def run(args) -> int:
@@ -83,6 +120,9 @@ def run(args) -> int:
     methods = list(METHODS) if args.method and "all" in args.method else args.method
     if args.sdp_max_neurons is not None and args.sdp_max_neurons < 0:
         raise LipnetArgument(f"--sdp-max-neurons must be >= 0, got {args.sdp_max_neurons}")
+    if not args.roa_seconds > 0:
+        raise LipnetArgument(f"--roa-seconds must be a positive number of seconds, got {args.roa_seconds}")
+    roa_box = _roa_box(args.roa_box)
     controller = load_controller(args.run_dir)
     spec = args.plant if args.plant is not None else (load_checkpoint(args.run_dir).get("plant") or "")
     plant = None
@@ -90,10 +130,17 @@ def run(args) -> int:
         import plants
 
         plant = plants.load(spec)
+        if roa_box is not None and len(roa_box) not in (1, plant.n_x):
+            raise LipnetArgument(f"--roa-box needs 1 or {plant.n_x} half-widths for {spec}, got {len(roa_box)}")
     cert = certify_controller(controller, plant, methods=methods, solver=args.solver,
                               sdp_max_neurons=args.sdp_max_neurons, closed_loop=not args.no_closed_loop,
-                              iqc=args.iqc)
+                              iqc=args.iqc, roa=args.roa, roa_seconds=args.roa_seconds, roa_box=roa_box)
     path = write_certificate(cert, args.run_dir)
+    regions = {k: v for k, v in (cert.closed_loop or {}).items() if k in ("region", "region_lqr") and v}
+    if plant is not None and regions.get("region", {}).get("P"):
+        from lipnet.certify.roaplot import plot_regions
+
+        plot_regions(plant, controller, regions, path.parent / "roa.png")
     if args.json:
         print(cert.to_json())
     else:

@@ -1,0 +1,490 @@
+"""Certified regions of attraction of a closed loop `x⁺ = F(x) = f(x, π(x))`, for any plant whose step is torch code.
+
+The region is a sublevel set `Ω_ρ = {x : V(x) ≤ ρ}` of the quadratic `V(x) = (x − x_eq)ᵀ P (x − x_eq)`, with P from
+the discrete Lyapunov equation of the closed loop's own linearisation at the equilibrium
+(`A_clᵀ P A_cl − P = −Q`, Q the plant's state cost). Two facts, each proven with sound float64 interval
+enclosures (`intervals.Dual`) of F and of its Jacobian J on boxes of states:
+
+1. *Local contraction.* On the bounding box of `Ω_ρ0`, every Jacobian satisfies `‖J‖_P ≤ γ < 1`. By the mean value
+   theorem along the segment from x_eq (inside the convex `Ω_ρ0`), `‖F(x) − x_eq‖_P ≤ γ ‖x − x_eq‖_P + δ` with
+   `δ = ‖F(x_eq) − x_eq‖_P` (a rounding-level residual for a controller that keeps the equilibrium), so `Ω_ρ0`
+   is invariant and every trajectory in it converges to the ball `‖x − x_eq‖_P ≤ δ / (1 − γ)` (reported).
+2. *Decrease outside.* On every point with `ρ0 < V(x) ≤ ρ`, `V(F(x)) − V(x) < 0`: a branch-and-bound over boxes
+   covering the ellipsoid's bounding box, each box closed by the centred form
+   `ΔV(x) ≤ ΔV(c) + Σ_i sup_B |∂_i ΔV| r_i` (ΔV(c) enclosed at the box centre, the gradient
+   `2 Jᵀ P (F − x_eq) − 2 P (x − x_eq)` enclosed over the box). Boxes are processed in the order of their
+   smallest possible V; the certified ρ is the smallest V a box that could not be closed can reach.
+
+Together: `Ω_ρ` is forward invariant and every trajectory starting in it converges (V decreases by a uniform
+amount outside `Ω_ρ0`, then (1) applies). `Ω_ρ` lies inside the stated box by construction. A plant using an
+operation without an interval rule gets a sampled *estimate*, labelled as such, never "certified".
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+import torch
+
+from lipnet.exceptions import CertificationError
+
+from . import intervals as iv
+from .intervals import Dual, Uncertifiable, variable
+from .network import MLP, mlp_of
+
+__all__ = ["Policy", "mlp_policy", "linear_policy", "lqr_policy", "certify_region", "region_box",
+           "sampled_region", "NoEquilibrium"]
+
+EPS = float(np.finfo(np.float64).eps)
+
+
+class NoEquilibrium(CertificationError):
+    """The closed loop does not keep the plant's equilibrium (the message gives the residual)."""
+
+
+@dataclass
+class Policy:
+    """A state-feedback law on interval enclosures (`dual`) and on float64 tensors (`torch`)."""
+
+    name: str
+    dual: object
+    torch: object
+
+
+def _mlp_dual(net: MLP, x: Dual) -> Dual:
+    if net.periodic:
+        cols = list(x.unbind(-1))
+        cos_feats = []
+        for p, c in zip(net.periodic, net.periodic_center, strict=True):
+            d = cols[p] - float(c)
+            cols[p] = iv.sin(d)
+            cos_feats.append(iv.cos(d) - 1.0)
+        h = iv._stack(cols + cos_feats, -1)
+    else:
+        h = x
+    last = len(net.weights) - 1
+    for i, (w, b) in enumerate(zip(net.weights, net.biases, strict=True)):
+        h = iv._linear(h, w, b)
+        if i == last:
+            break
+        if net.activation == "relu":
+            h = iv.relu(h)
+        elif net.activation == "tanh":
+            h = iv.tanh(h)
+        elif net.activation == "groupsort":
+            a, b2 = h[..., 0::2], h[..., 1::2]
+            h = iv._stack((iv.maximum(a, b2), iv.minimum(a, b2)), -1)
+            h = h.reshape(h.shape[:-2] + (h.shape[-2] * 2,))
+        else:
+            raise Uncertifiable(f"cannot certify: activation {net.activation!r} has no interval rule "
+                                "(supported: relu, tanh, groupsort)")
+    return _saturate_dual(h, net.u_low, net.u_high, net.saturation if net.saturated else "none")
+
+
+def _saturate_dual(v: Dual, lo, hi, kind: str) -> Dual:
+    if kind == "none" or lo is None or hi is None:
+        return v
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    if kind == "clip":
+        return iv.clamp(v, np.where(np.isfinite(lo), lo, -np.inf), np.where(np.isfinite(hi), hi, np.inf))
+    finite = np.isfinite(lo) & np.isfinite(hi)
+    centre = np.where(finite, (lo + hi) / 2, 0.0)
+    half = np.where(finite, (hi - lo) / 2, 1.0)
+    smooth = iv.tanh((v - centre) / half) * half + centre
+    if finite.all():
+        return smooth
+    clipped = iv.clamp(v, lo, hi)  # one-sided limits are clipped (as `Controller.saturate`)
+    pick = finite[None, :] if smooth.lo.ndim == 2 else finite
+    return Dual(np.where(pick, smooth.lo, clipped.lo), np.where(pick, smooth.hi, clipped.hi),
+                np.where(pick[..., None], smooth.jlo, clipped.jlo), np.where(pick[..., None], smooth.jhi, clipped.jhi))
+
+
+def mlp_policy(controller_or_mlp, name: str = "lipnet") -> Policy:
+    """The neural controller (a `Controller` or its folded `MLP`) as a `Policy`."""
+    from .empirical import network_forward
+
+    net = mlp_of(controller_or_mlp)
+    return Policy(name, lambda x: _mlp_dual(net, x),
+                  lambda x: network_forward(net, x, saturate=True))
+
+
+def linear_policy(K, x_eq, u_eq, u_low=None, u_high=None, name: str = "saturated LQR") -> Policy:
+    """`u = clip(u_eq − K (x − x_eq), u_low, u_high)` (no angle wrap: the certified box stays within ±π)."""
+    K = np.asarray(K, dtype=np.float64)
+    x_eq, u_eq = np.asarray(x_eq, float), np.asarray(u_eq, float)
+    m = K.shape[0]
+    lo = np.full(m, -np.inf) if u_low is None else np.asarray(u_low, float)
+    hi = np.full(m, np.inf) if u_high is None else np.asarray(u_high, float)
+
+    def dual(x: Dual) -> Dual:
+        v = iv.add(iv.matmul(x - x_eq, -K.T), u_eq)
+        return iv.clamp(v, lo, hi)
+
+    def tor(x: torch.Tensor) -> torch.Tensor:
+        v = torch.as_tensor(u_eq, dtype=x.dtype) - (x - torch.as_tensor(x_eq, dtype=x.dtype)) @ torch.as_tensor(
+            K.T, dtype=x.dtype)
+        return torch.clamp(v, torch.as_tensor(lo, dtype=x.dtype), torch.as_tensor(hi, dtype=x.dtype))
+
+    return Policy(name, dual, tor)
+
+
+def lqr_policy(plant, lqr=None) -> Policy:
+    """The saturated LQR of `plant` (its discrete LQR gain on the linearisation) as a `Policy`."""
+    from plants import lqr as solve_lqr
+
+    lqr = solve_lqr(plant) if lqr is None else lqr
+    return linear_policy(lqr.K, plant.x_eq, plant.u_eq, plant.u_low, plant.u_high)
+
+
+def region_box(plant, box=None) -> np.ndarray:
+    """Half-widths of the stated box around x_eq: `box`, or the plant's evaluation region (3 std if Gaussian).
+
+    Periodic coordinates are capped just below π, so the box never wraps around the circle.
+    """
+    if box is None:
+        init = plant.init_eval
+        w = np.abs(np.asarray(init.scale, float)).reshape(plant.n_x) * (3.0 if init.kind == "normal" else 1.0)
+    else:
+        w = np.asarray(box, dtype=float).reshape(-1)
+        if w.size == 1:
+            w = np.full(plant.n_x, float(w[0]))
+        if w.size != plant.n_x or not np.all(np.isfinite(w)) or not np.all(w > 0):
+            raise CertificationError(f"the region box needs {plant.n_x} finite half-widths > 0, got {w.tolist()}")
+    w = w.copy()
+    for p in getattr(plant, "periodic", ()):
+        w[p] = min(w[p], math.pi * (1 - 1e-9))
+    return w
+
+
+def _step(plant, policy: Policy, x: Dual) -> Dual:
+    try:
+        out = plant.step(x, policy.dual(x))
+    except Exception as exc:
+        cause = exc
+        while cause is not None and not isinstance(cause, Uncertifiable):  # plants wrap the user's errors
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise Uncertifiable(f"cannot certify: the plant's step failed on interval inputs "
+                            f"({type(exc).__name__}: {exc})") from exc
+    if not isinstance(out, Dual):
+        raise Uncertifiable(f"cannot certify: the plant's step returned {type(out).__name__}, not torch code "
+                            "the propagator can follow (e.g. numpy or a simulator)")
+    return out
+
+
+def _pnorm_bound(R, Rinv, jlo, jhi) -> np.ndarray:
+    """Upper bound of `‖J‖_P = ‖R J R⁻¹‖₂` over every J in `[jlo, jhi]` (batched): ‖R Jc R⁻¹‖ + ‖|R| Jr |R⁻¹|‖."""
+    jc, jr = 0.5 * (jlo + jhi), 0.5 * (jhi - jlo)
+    a = np.linalg.norm(R @ jc @ Rinv, 2, axis=(-2, -1))
+    b = np.linalg.norm(np.abs(R) @ jr @ np.abs(Rinv), 2, axis=(-2, -1))
+    return (a + b) * (1 + 1e-9) + 1e-300
+
+
+def _quad_upper(P, absP, lo, hi) -> np.ndarray:
+    """Upper bound of `dᵀ P d` over the box `[lo, hi]` of d (batched), center-radius."""
+    m, r = 0.5 * (lo + hi), 0.5 * (hi - lo)
+    val = np.einsum("bi,ij,bj->b", m, P, m) + 2 * np.einsum("bi,ij,bj->b", np.abs(m), absP, r) \
+        + np.einsum("bi,ij,bj->b", r, absP, r)
+    scale = np.einsum("bi,ij,bj->b", np.abs(m) + r, absP, np.abs(m) + r)
+    return val + 1e-12 * scale + 1e-300
+
+
+class _Closure:
+    """The pieces of the ΔV bound for a batch of boxes `c ± r` (one interval evaluation of F on 2N boxes)."""
+
+    def __init__(self, plant, policy, P, x_eq):
+        self.plant, self.policy, self.P, self.x_eq = plant, policy, P, x_eq
+        self.absP = np.abs(P)
+
+    def dv_upper(self, c: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`(upper bound of ΔV on each box, per-dimension gradient contribution |∂ΔV|·r)`."""
+        n = c.shape[0]
+        lo = np.concatenate([c - r, c])
+        hi = np.concatenate([c + r, c])
+        out = _step(self.plant, self.policy, variable(lo, hi))
+        P, absP, xe = self.P, self.absP, self.x_eq
+        # ΔV at the centres: V(F(c)) from above, V(c) from below.
+        vf = _quad_upper(P, absP, out.lo[n:] - xe, out.hi[n:] - xe)
+        e = c - xe
+        vc = np.einsum("bi,ij,bj->b", e, P, e)
+        vc = vc - 1e-12 * np.einsum("bi,ij,bj->b", np.abs(e), absP, np.abs(e)) - 1e-300
+        dv_c = vf - vc
+        # Gradient of ΔV on the boxes: 2 Jᵀ P (F − x_eq) − 2 P (x − x_eq), enclosed.
+        flo, fhi = out.lo[:n] - xe, out.hi[:n] - xe
+        pf_lo, pf_hi = iv._matmul_interval(flo, fhi, P, -1)  # P symmetric: (F − x_eq) P
+        jlo, jhi = out.jlo[:n], out.jhi[:n]  # [N, n_out, n_in]
+        t_lo, t_hi = iv._imul(jlo, jhi, pf_lo[..., None], pf_hi[..., None])
+        g1_lo, g1_hi = t_lo.sum(-2), t_hi.sum(-2)
+        px_lo, px_hi = iv._matmul_interval(c - r - xe, c + r - xe, P, -1)
+        g_lo, g_hi = 2 * g1_lo - 2 * px_hi, 2 * g1_hi - 2 * px_lo
+        gmax = np.maximum(np.abs(g_lo), np.abs(g_hi))
+        gmax = gmax * (1 + 1e-10) + 1e-10 * (np.abs(g1_lo) + np.abs(g1_hi) + np.abs(px_lo) + np.abs(px_hi)) + 1e-300
+        contrib = gmax * r
+        return dv_c + contrib.sum(-1) * (1 + 1e-12), contrib
+
+
+def _lyapunov(a_cl: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    q = 0.5 * (Q + Q.T)
+    q = q + 1e-6 * max(float(np.trace(q)) / q.shape[0], 1e-12) * np.eye(q.shape[0])  # positive definite
+    P = scipy.linalg.solve_discrete_lyapunov(a_cl.T, q)
+    return 0.5 * (P + P.T)
+
+
+def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_boxes: int = 400_000,
+                   Q=None, batch: int = 2048, P=None, rho_target: float | None = None) -> dict:
+    """The largest certified sublevel set `{V ≤ ρ}` of the closed loop (module docstring) inside the stated box.
+
+    Returns the `closed_loop.region` dict of `certificate.json` (`certified` is False, with a `reason`, when no
+    level can be proven; an `Uncertifiable` plant raises, for the caller to fall back on `sampled_region`).
+    `P` replaces the Lyapunov matrix (any positive definite one is sound) and `rho_target` stops the search at
+    that level (what re-verifying a stated region needs).
+    """
+    t0 = time.perf_counter()
+    n = plant.n_x
+    x_eq = np.asarray(plant.x_eq, dtype=np.float64)
+    w = region_box(plant, box)
+    base = {"kind": "sublevel", "V": "quadratic", "x_eq": x_eq.tolist(),
+            "box": [(x_eq - w).tolist(), (x_eq + w).tolist()], "policy": policy.name}
+
+    at_eq = _step(plant, policy, variable(x_eq[None], x_eq[None]))
+    with torch.no_grad():
+        xt = torch.as_tensor(x_eq[None], dtype=torch.float64)
+        f_eq = plant.step(xt, policy.torch(xt)).numpy()[0]
+    residual = float(np.abs(f_eq - x_eq).max())
+    if not np.isfinite(residual) or residual > 1e-6 * (1.0 + float(np.abs(x_eq).max())):
+        raise NoEquilibrium(f"no equilibrium: the closed loop moves x_eq by {residual:.3g} in one step "
+                            f"(f(x_eq, π(x_eq)) − x_eq = {np.round(f_eq - x_eq, 12).tolist()}); a region of attraction "
+                            "of x_eq needs π(x_eq) = u_eq (retrain with this lipnet: controllers are anchored there)")
+    a_cl = 0.5 * (at_eq.jlo[0] + at_eq.jhi[0])
+    radius = float(np.max(np.abs(np.linalg.eigvals(a_cl))))
+    if radius >= 1.0:
+        return base | {"certified": False, "rho": 0.0, "seconds": time.perf_counter() - t0, "subboxes": 0,
+                       "reason": f"the closed loop's linearisation at the equilibrium is not stable (spectral "
+                                 f"radius {radius:.4g} ≥ 1): no neighbourhood of x_eq is attracted"}
+    if P is None:
+        P = _lyapunov(a_cl, np.asarray(plant.Q if Q is None else Q, dtype=np.float64))
+    P = np.asarray(P, dtype=np.float64)
+    try:
+        R = np.linalg.cholesky(P).T  # P = Rᵀ R
+    except np.linalg.LinAlgError:
+        raise CertificationError("the Lyapunov matrix P is not positive definite") from None
+    Rinv = np.linalg.inv(R)
+    Pinv = np.linalg.inv(P)
+    rho_box = float(np.min(w**2 / np.diag(Pinv))) * (1 - 1e-9)
+    if rho_target is not None:
+        rho_box = min(rho_box, float(rho_target) * (1 + 1e-9))
+
+    # δ: the equilibrium's own residual in the P-norm (a rounding-level number for an anchored controller).
+    d_hi = np.maximum(np.abs(at_eq.lo[0] - x_eq), np.abs(at_eq.hi[0] - x_eq))
+    delta = math.sqrt(float(d_hi @ np.abs(P) @ d_hi)) * (1 + 1e-9)
+
+    def half_widths(rho: float) -> np.ndarray:
+        return np.sqrt(rho * np.diag(Pinv)) * (1 + 1e-9)
+
+    def gamma_on(rho: float) -> float:
+        h = half_widths(rho)
+        # 4 sub-boxes per axis (capped) tighten the enclosure cheaply; the max over them bounds the whole box.
+        k = 4 if n <= 4 else 2
+        edges = [np.linspace(-hi_, hi_, k + 1) for hi_ in h]
+        grids = np.meshgrid(*[np.arange(k)] * n, indexing="ij")
+        idx = np.stack([g.reshape(-1) for g in grids], -1)
+        lo = np.stack([edges[i][idx[:, i]] for i in range(n)], -1) + x_eq
+        hi = np.stack([edges[i][idx[:, i] + 1] for i in range(n)], -1) + x_eq
+        out = _step(plant, policy, variable(lo, hi))
+        return float(_pnorm_bound(R, Rinv, out.jlo, out.jhi).max())
+
+    # Local contraction: the largest ρ0 (halving from the box's, then bisection) with γ < 1.
+    rho0, gamma, g = 0.0, float("nan"), float("nan")
+    hi_r = rho_box
+    for _ in range(60):
+        g = gamma_on(hi_r)
+        if g < 1.0:
+            rho0, gamma = hi_r, g
+            break
+        hi_r *= 0.25
+    if rho0 > 0 and rho0 < rho_box:
+        lo_r, up = rho0, min(rho0 * 4, rho_box)
+        for _ in range(8):
+            mid = math.sqrt(lo_r * up)
+            g = gamma_on(mid)
+            if g < 1.0:
+                lo_r, gamma = mid, g
+            else:
+                up = mid
+        rho0 = lo_r
+    ultimate = delta / (1 - gamma) if rho0 > 0 else float("inf")
+    if rho0 <= 0 or ultimate**2 * 4 > rho0:
+        return base | {"certified": False, "rho": 0.0, "P": P.tolist(), "seconds": time.perf_counter() - t0,
+                       "subboxes": 0, "reason": "the local contraction around x_eq could not be proven "
+                       f"(‖J‖_P bound {g:.4g} ≥ 1 on the smallest level tried: a kink of the controller or of "
+                       "the plant at x_eq, or a linearisation too close to instability)"}
+
+    # Decrease on ρ0 < V ≤ ρ: branch-and-bound in the order of each box's smallest possible V.
+    closure = _Closure(plant, policy, P, x_eq)
+    absP = np.abs(P)
+    h0 = half_widths(rho_box)
+    k0 = max(1, int(round((256 if n <= 4 else 729) ** (1.0 / n))))
+    edges = [np.linspace(-h, h, k0 + 1) for h in h0]
+    grids = np.meshgrid(*[np.arange(k0)] * n, indexing="ij")
+    idx = np.stack([g.reshape(-1) for g in grids], -1)
+    lo = np.stack([edges[i][idx[:, i]] for i in range(n)], -1)
+    hi = np.stack([edges[i][idx[:, i] + 1] for i in range(n)], -1)
+    cs, rs = (lo + hi) / 2 + x_eq, (hi - lo) / 2
+    min_r = h0 * 2.0**-14
+
+    def v_bounds(c, r):
+        e = c - x_eq
+        pc = np.sqrt(np.maximum(np.einsum("bi,ij,bj->b", e, P, e), 0.0))
+        s = np.sqrt(np.einsum("bi,ij,bj->b", r, absP, r))
+        slack = 1e-12 * (pc + s) + 1e-300
+        vmin = np.maximum(pc - s - slack, 0.0) ** 2
+        vmax = (pc + s + slack) ** 2
+        return vmin, vmax
+
+    heap: list = []
+    counter = 0
+
+    def push(c, r):
+        nonlocal counter
+        vmin, vmax = v_bounds(c, r)
+        for i in range(c.shape[0]):
+            if vmax[i] <= rho0 or vmin[i] >= rho_box:
+                continue  # inside the proven local region, or wholly outside the box's ellipsoid
+            heapq.heappush(heap, (float(vmin[i]), counter, c[i], r[i]))
+            counter += 1
+
+    push(cs, rs)
+    rho_best = rho_box
+    processed = 0
+    reason = "every box closed"
+    while heap:
+        if heap[0][0] >= rho_best:
+            break
+        if time.perf_counter() - t0 > seconds or processed > max_boxes:
+            rho_best = min(rho_best, heap[0][0])
+            reason = f"budget reached ({seconds:g} s or {max_boxes} boxes)"
+            break
+        items = [heapq.heappop(heap) for _ in range(min(batch, len(heap)))]
+        items = [it for it in items if it[0] < rho_best]
+        if not items:
+            break
+        c = np.stack([it[2] for it in items])
+        r = np.stack([it[3] for it in items])
+        vmin = np.array([it[0] for it in items])
+        processed += len(items)
+        ub, contrib = closure.dv_upper(c, r)
+        open_ = ub >= 0
+        if not open_.any():
+            continue
+        c, r, vmin, contrib = c[open_], r[open_], vmin[open_], contrib[open_]
+        axis = np.argmax(contrib, axis=-1)
+        rows = np.arange(c.shape[0])
+        small = r[rows, axis] <= min_r[axis]
+        if small.any():
+            rho_best = min(rho_best, float(vmin[small].min()))
+            reason = "a box at the smallest size still has ΔV ≥ 0 (at or beyond the certified level)"
+        c, r, axis = c[~small], r[~small], axis[~small]
+        if c.shape[0] == 0:
+            continue
+        rows = np.arange(c.shape[0])
+        r2 = r.copy()
+        r2[rows, axis] *= 0.5
+        shift = np.zeros_like(r2)
+        shift[rows, axis] = r2[rows, axis]
+        push(np.concatenate([c - shift, c + shift]), np.concatenate([r2, r2]))
+    rho = max(rho0, rho_best * (1 - 1e-9))
+    rho = min(rho, rho_box)
+    vol = _volume_share(P, rho, w)
+    return base | {"certified": True, "rho": rho, "P": P.tolist(), "rho_local": rho0, "contraction": gamma,
+                   "ultimate_bound": ultimate, "volume_share": vol, "subboxes": processed,
+                   "seconds": time.perf_counter() - t0, "stopped": reason,
+                   "method": "interval enclosures of F and its Jacobian (float64, outward rounding): local "
+                             "P-norm contraction, then centred-form ΔV < 0 by branch-and-bound"}
+
+
+def _volume_share(P: np.ndarray, rho: float, w: np.ndarray) -> float:
+    """Volume of `{(x − x_eq)ᵀ P (x − x_eq) ≤ ρ}` over that of the box of half-widths w."""
+    n = P.shape[0]
+    sign, logdet = np.linalg.slogdet(P)
+    log_ball = (n / 2) * math.log(math.pi) - math.lgamma(n / 2 + 1)
+    log_vol = log_ball + (n / 2) * math.log(max(rho, 1e-300)) - 0.5 * logdet
+    return float(math.exp(log_vol - float(np.sum(np.log(2 * w)))))
+
+
+def sampled_region(plant, policy: Policy, P: np.ndarray | None = None, box=None, samples: int = 4096,
+                   steps: int | None = None, seed: int = 0, tol: float = 1e-3) -> dict:
+    """A sampled *estimate* (never certified) of the largest level whose sampled starts all converge."""
+    n = plant.n_x
+    x_eq = np.asarray(plant.x_eq, float)
+    w = region_box(plant, box)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.as_tensor(x_eq) + torch.as_tensor(w) * (2 * torch.rand(samples, n, generator=gen,
+                                                                      dtype=torch.float64) - 1)
+    x0 = x.clone()
+    steps = steps or plant.horizon
+    with torch.no_grad():
+        for _ in range(steps):
+            x = plant.step(x, policy.torch(x))
+    if P is None:
+        P = np.diag(1.0 / w**2)
+    e0 = x0.numpy() - x_eq
+    v0 = np.einsum("bi,ij,bj->b", e0, P, e0)
+    ok = np.isfinite(x.numpy()).all(-1) & (np.abs(x.numpy() - x_eq).max(-1) < tol)
+    bad = v0[~ok]
+    rho = float(bad.min()) if bad.size else float(v0.max())
+    rho = min(rho, float(np.min(w**2 / np.diag(np.linalg.inv(P)))))
+    return {"kind": "sublevel", "V": "quadratic", "P": np.asarray(P).tolist(), "x_eq": x_eq.tolist(),
+            "rho": rho, "box": [(x_eq - w).tolist(), (x_eq + w).tolist()], "certified": False,
+            "estimate": True, "method": f"sampled estimate ({samples} starts, {steps} steps)",
+            "volume_share": _volume_share(np.asarray(P), rho, w), "policy": policy.name}
+
+
+def region_certificates(controller, plant, seconds: float = 60.0, box=None, claim: dict | None = None,
+                        lqr: bool = True) -> dict:
+    """`{"region": ..., "region_lqr": ...}` for `certificate.json`'s closed loop: the controller's certified region
+    and, by the same method and V family, the saturated LQR's.
+
+    With `claim` (a `region` dict read from a file), its own P and ρ are re-verified instead of searched: the
+    result keeps them when they hold and says `certified: false` otherwise. A plant the propagator cannot read
+    gets sampled estimates (`certified: false`, `estimate: true`) and the reason.
+    """
+    out = {}
+    pols = [("region", mlp_policy(controller))]
+    if lqr and claim is None:
+        pols.append(("region_lqr", lqr_policy(plant)))
+    for key, pol in pols:
+        try:
+            if claim is not None:
+                out[key] = verify_region(plant, pol, claim, seconds=seconds)
+            else:
+                out[key] = certify_region(plant, pol, box=box, seconds=seconds)
+        except Uncertifiable as exc:
+            est = sampled_region(plant, pol, box=box)
+            out[key] = est | {"reason": str(exc)}
+        except NoEquilibrium as exc:
+            out[key] = {"kind": "sublevel", "certified": False, "rho": 0.0, "policy": pol.name, "reason": str(exc)}
+    return out
+
+
+def verify_region(plant, policy: Policy, claim: dict, seconds: float = 120.0) -> dict:
+    """Re-prove a stated region (its P, ρ, x_eq and box); `certified` is False, with the reason, if it fails."""
+    try:
+        P = np.asarray(claim["P"], dtype=np.float64)
+        rho = float(claim["rho"])
+        lo, hi = (np.asarray(b, dtype=np.float64) for b in claim["box"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CertificationError(f"the stated region is malformed ({exc}); re-run `lipnet certify`") from None
+    n = plant.n_x
+    if P.shape != (n, n) or lo.shape != (n,) or not np.allclose(claim.get("x_eq", plant.x_eq), plant.x_eq):
+        raise CertificationError("the stated region does not fit the plant (P, box or x_eq); re-run `lipnet certify`")
+    fresh = certify_region(plant, policy, box=(hi - lo) / 2, seconds=seconds, P=P, rho_target=rho)
+    ok = fresh.get("certified") and fresh["rho"] >= rho * (1 - 1e-9)
+    return fresh | {"rho": rho if ok else fresh.get("rho", 0.0), "certified": bool(ok),
+                    **({} if ok else {"reason": f"the stated level ρ = {rho:.6g} could not be re-proven "
+                                                f"({fresh.get('reason') or fresh.get('stopped')})"})}

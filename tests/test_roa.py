@@ -1,0 +1,215 @@
+"""Certified regions of attraction: interval enclosures, the region search, its soundness by simulation, errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import plants
+from lipnet.certify import intervals as iv
+from lipnet.certify.network import MLP
+from lipnet.certify.roa import (
+    NoEquilibrium,
+    certify_region,
+    linear_policy,
+    lqr_policy,
+    mlp_policy,
+    region_certificates,
+    verify_region,
+)
+
+
+# --- interval enclosures ---------------------------------------------------------------------------------------
+def _f(x):
+    a, b = x.unbind(-1)
+    s = torch.sin(a) * b + torch.cos(b) ** 2 - torch.tanh(a - b) / (2.0 + torch.exp(0.3 * a))
+    t = torch.clamp(torch.add(a, b, alpha=-0.5), -0.4, 0.3) + torch.atan(a * b) + torch.sqrt(4.0 + a)
+    return torch.stack((s, t), -1) @ torch.tensor([[1.0, -0.5], [0.25, 2.0]], dtype=torch.float64)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(-2, 2), st.floats(-2, 2), st.floats(1e-3, 1.0), st.floats(1e-3, 1.0), st.integers(0, 2**31 - 1))
+def test_enclosures_contain_every_sampled_value_and_jacobian(cx, cy, rx, ry, seed):
+    lo, hi = np.array([[cx - rx, cy - ry]]), np.array([[cx + rx, cy + ry]])
+    out = _f(iv.variable(lo, hi))
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.as_tensor(lo) + torch.as_tensor(hi - lo) * torch.rand(256, 2, generator=gen, dtype=torch.float64)
+    y = _f(x).numpy()
+    jac = torch.func.vmap(torch.func.jacrev(lambda v: _f(v[None])[0]))(x).numpy()
+    assert (y >= out.lo - 1e-12).all() and (y <= out.hi + 1e-12).all()
+    assert (jac >= out.jlo - 1e-12).all() and (jac <= out.jhi + 1e-12).all()
+    assert np.all(out.hi - out.lo < 50 * max(rx, ry) + 1e-9)  # tight enough to be useful, not [-inf, inf]
+
+
+def test_degenerate_box_encloses_the_point_value_to_rounding():
+    x = np.array([[0.3, -0.7]])
+    out = _f(iv.variable(x, x))
+    y = _f(torch.as_tensor(x)).numpy()
+    assert (out.lo <= y).all() and (y <= out.hi).all() and np.all(out.hi - out.lo < 1e-13)
+
+
+def test_unsupported_op_names_the_op_and_the_callers_line():
+    def step(x):
+        return torch.erf(x)  # the line the message must name
+
+    with pytest.raises(iv.Uncertifiable, match=r"cannot certify: op torch\.erf at .*test_roa\.py:\d+"):
+        step(iv.variable(np.zeros((1, 2)), np.ones((1, 2))))
+    with pytest.raises(iv.Uncertifiable, match="branch on a state-dependent value"):
+        bool(iv.variable(np.zeros((1, 1)), np.ones((1, 1)))[..., 0] > 0) if False else \
+            (iv.variable(np.zeros((1, 1)), np.ones((1, 1))).__bool__())
+    with pytest.raises(iv.Uncertifiable, match="contains 0"):
+        1.0 / iv.variable(-np.ones((1, 1)), np.ones((1, 1)))
+
+
+# --- soundness of certified regions by simulation -------------------------------------------------------------
+def _inside(P, x_eq, rho, n, rng):
+    """n states in `{V ≤ ρ}`: half on its boundary (the hardest), half uniform inside."""
+    d = P.shape[0]
+    u = rng.standard_normal((n, d))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    rad = np.where(np.arange(n) % 2 == 0, 1.0, rng.random(n) ** (1 / d))
+    R = np.linalg.cholesky(P).T
+    return x_eq + math.sqrt(rho) * (u * rad[:, None]) @ np.linalg.inv(R).T
+
+
+def _all_converge(plant, policy, region, scale=1.0, n=10_000, steps=None, seed=0) -> bool:
+    P, x_eq = np.asarray(region["P"]), np.asarray(region["x_eq"])
+    x = torch.as_tensor(_inside(P, x_eq, region["rho"] * scale, n, np.random.default_rng(seed)))
+    with torch.no_grad():
+        for _ in range(steps or 4 * plant.horizon):
+            x = plant.step(x, policy.torch(x))
+    err = np.abs(x.numpy() - x_eq).max(-1)
+    return bool(np.all(err < 1e-4))
+
+
+def _anchored_mlp(K, u_eq, lim, seed, eps):
+    """relu MLP computing `clip(u_eq − K e + eps·(g(e) − g(0)))`: a random perturbation of a linear gain.
+
+    The linear part passes through relu(e + 10) − 10 (kinks far outside the box); g is a random relu layer.
+    """
+    rng = np.random.default_rng(seed)
+    m, n = K.shape
+    h = 6
+    w1 = np.concatenate([np.eye(n), rng.standard_normal((h, n))])
+    b1 = np.concatenate([np.full(n, 10.0), 0.3 * rng.standard_normal(h)])
+    w2 = np.concatenate([-K, eps * rng.standard_normal((m, h))], axis=1)
+    b2 = u_eq + K @ np.full(n, 10.0) - w2[:, n:] @ np.maximum(b1[n:], 0.0)
+    return MLP([w1, w2], [b1, b2], activation="relu", u_low=-lim * np.ones(m), u_high=lim * np.ones(m),
+               saturation="clip")
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.floats(0.5, 3.0), st.floats(0.0, 0.5), st.floats(0.4, 2.0), st.floats(1.0, 4.0), st.integers(0, 10**6))
+def test_random_nonlinear_loops_every_start_in_the_certified_region_converges(a, damp, gain, lim, seed):
+    def f(x, u):
+        th, om = x.unbind(-1)
+        return torch.stack((om, a * torch.sin(th) - damp * om + gain * torch.cos(th) * u[..., 0]), -1)
+
+    plant = plants.FunctionPlant(f, n_x=2, n_u=1, dt=0.05, substeps=2, u_low=[-lim], u_high=[lim],
+                                 x0_box=[1.5, 3.0], horizon=100)
+    K = np.asarray(plants.lqr(plant).K)
+    net = _anchored_mlp(K, plant.u_eq, lim, seed, eps=0.3)
+    policy = mlp_policy(net)
+    region = certify_region(plant, policy, box=[1.5, 3.0], seconds=20)
+    assert region["certified"] and region["rho"] > 0
+    assert _all_converge(plant, policy, region)
+
+
+def test_an_inflated_level_is_caught_by_the_simulation_check():
+    # x⁺ = x + dt (x³ − x) + dt u with u = 0: the region of attraction of 0 is exactly |x| < 1.
+    plant = plants.FunctionPlant(lambda x, u: x**3 - x + 0 * u, n_x=1, n_u=1, dt=0.1, x0_box=[1.5], horizon=200)
+    policy = linear_policy(np.zeros((1, 1)), [0.0], [0.0])
+    region = certify_region(plant, policy, box=[1.5], seconds=20)
+    assert region["certified"]
+    edge = math.sqrt(region["rho"] / region["P"][0][0])
+    assert 0.9 < edge < 1.0  # tight, and never past the true boundary
+    assert _all_converge(plant, policy, region)
+    assert not _all_converge(plant, policy, region, scale=(1.05 / edge) ** 2)  # the check can fail
+
+
+def test_pendulum_lqr_region_holds_and_twice_the_level_does_not():
+    plant = plants.load("pendulum")
+    policy = lqr_policy(plant)
+    region = certify_region(plant, policy, box=[3.0, 6.0], seconds=30)
+    assert region["certified"] and region["ultimate_bound"] < 1e-9
+    assert _all_converge(plant, policy, region)
+    assert not _all_converge(plant, policy, region, scale=2.0)
+
+
+def test_verify_region_re_proves_a_stated_level_and_refuses_an_inflated_one():
+    plant = plants.load("pendulum")
+    policy = lqr_policy(plant)
+    region = certify_region(plant, policy, box=[3.0, 6.0], seconds=30)
+    again = verify_region(plant, policy, region)
+    assert again["certified"] and again["rho"] == region["rho"]
+    forged = verify_region(plant, policy, region | {"rho": 2 * region["rho"]})
+    assert not forged["certified"] and "could not be re-proven" in forged["reason"]
+
+
+def test_no_equilibrium_is_reported_with_the_residual():
+    plant = plants.load("pendulum")
+    policy = linear_policy(np.asarray(plants.lqr(plant).K), plant.x_eq, plant.u_eq + 0.5)
+    with pytest.raises(NoEquilibrium, match="moves x_eq by"):
+        certify_region(plant, policy)
+
+
+def test_an_unsupported_plant_op_gives_a_labelled_estimate_never_certified():
+    def f(x, u):
+        th, om = x.unbind(-1)
+        return torch.stack((om, -torch.erf(th) - om + u[..., 0]), -1)
+
+    plant = plants.FunctionPlant(f, n_x=2, n_u=1, dt=0.05, x0_box=[1.0, 1.0], horizon=100)
+    net = _anchored_mlp(np.asarray(plants.lqr(plant).K), plant.u_eq, 5.0, 0, eps=0.1)
+    out = region_certificates(net, plant, seconds=5)
+    for key in ("region", "region_lqr"):
+        assert out[key]["certified"] is False and out[key]["estimate"] is True
+        assert "torch.erf" in out[key]["reason"] and "test_roa.py" in out[key]["reason"]
+
+
+def test_unstable_linearisation_is_not_certified():
+    plant = plants.load("pendulum")
+    policy = linear_policy(np.zeros((1, 2)), plant.x_eq, plant.u_eq)  # no feedback: upright is unstable
+    region = certify_region(plant, policy)
+    assert region["certified"] is False and "not stable" in region["reason"]
+
+
+# --- through the CLI: certify writes the regions and the picture, export re-proves and embeds, a forged ρ fails ---
+def test_cli_certify_region_export_embeds_it_and_refuses_a_forged_level(tmp_path, capsys):
+    import json
+
+    from export import read_metadata
+    from lipnet.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--plant", "pendulum", "--steps", "20", "--hidden", "16,16", "--batch", "32",
+                 "--no-progress", "--out", str(run)]) == 0
+    assert main(["certify", str(run), "--roa-box", "1.5,4", "--roa-seconds", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "region of attraction, lipnet: certified" in out and "saturated LQR: certified" in out
+    cert = json.loads((run / "certificate.json").read_text())
+    region = cert["closed_loop"]["region"]
+    assert region["certified"] and region["kind"] == "sublevel" and region["rho"] > 0
+    assert {"P", "x_eq", "rho", "box", "method", "subboxes", "seconds"} <= set(region)
+    assert cert["closed_loop"]["region_lqr"]["certified"]
+    assert (run / "roa.png").stat().st_size > 10_000
+    assert main(["export", str(run), "--out", str(tmp_path / "c.onnx"), "--samples", "200"]) == 0
+    embedded = read_metadata(tmp_path / "c.onnx")["lipnet.certificate"]["closed_loop"]["region"]
+    assert embedded["certified"] and embedded["rho"] == region["rho"] and embedded["P"] == region["P"]
+    cert["closed_loop"]["region"]["rho"] = region["rho"] * 50  # forged: far beyond what holds
+    (run / "certificate.json").write_text(json.dumps(cert))
+    capsys.readouterr()
+    assert main(["export", str(run), "--out", str(tmp_path / "d.onnx"), "--samples", "200"]) != 0
+    assert "re-proving it fails" in capsys.readouterr().err
+    assert not (tmp_path / "d.onnx").exists()
+
+
+def test_cli_roa_box_bad_input_is_one_line(tmp_path, capsys):
+    from lipnet.cli import main
+
+    assert main(["certify", str(tmp_path), "--roa-box", "1,-2"]) == 2
+    assert "--roa-box" in capsys.readouterr().err
