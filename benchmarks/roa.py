@@ -1,0 +1,104 @@
+"""Certified regions of attraction: lipnet's trained controller against the saturated LQR, by the same method.
+
+For each plant: `lipnet train` with the default configuration (one seed), then `certify_region` on the trained
+controller and on the plant's saturated LQR (same V family: quadratic from each loop's own linearisation, same
+stated box: the plant's evaluation region), each with the same time budget. Rows: certified level ρ, certified
+volume (share of the box), certification seconds, boxes, and the ratio of the two volumes. Prints a table and
+writes `benchmarks/results/roa.json`. The PVTOL-like plant is python-control's `examples/pvtol-lqr.py` model
+(linearised at hover, 6 states, 2 inputs, its final Q and R), discretised at 0.05 s, with |u| ≤ 5 N added.
+
+    python benchmarks/roa.py                     # every plant (about 10 minutes on 2 cores)
+    python benchmarks/roa.py --plants pendulum --seconds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import plants
+from lipnet.certify.roa import certify_region, lqr_policy, mlp_policy
+from lipnet.train.config import RunConfig
+from lipnet.train.loop import train
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PLANTS = ["pendulum", "cartpole", "quadrotor2d", "ballbeam", "vanderpol", "pvtol"]
+
+
+def pvtol_npz(folder: Path) -> str:
+    """python-control's PVTOL example linearised at hover (x, y, θ, ẋ, ẏ, θ̇; inputs F1, F2) as an `.npz` spec."""
+    m, J, r, g, c = 4.0, 0.0475, 0.25, 9.8, 0.05
+    A = np.zeros((6, 6))
+    A[0, 3] = A[1, 4] = A[2, 5] = 1.0
+    A[3, 2], A[3, 3], A[4, 4] = -g, -c / m, -c / m
+    B = np.zeros((6, 2))
+    B[3, 0], B[4, 1], B[5, 0] = 1 / m, 1 / m, r / J
+    path = folder / "pvtol.npz"
+    np.savez(path, A=A, B=B, C=np.eye(6), D=np.zeros((6, 2)), dt=0.0)
+    # the example's final weights: Qx1 = diag(100, 10, 2π/5, 0, 0, 0) (a little velocity weight so Q > 0), Qu1a·(ρ=1)
+    q = [100.0, 10.0, 2 * math.pi / 5, 1e-3, 1e-3, 1e-3]
+    return f"{path}?dt=0.05&u_max=5&x0_box=0.5,0.5,0.3,0.5,0.5,0.5&q={','.join(map(str, q))}&r=10,1"
+
+
+def run_one(spec: str, seconds: float, seed: int = 0) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        res = train(RunConfig(plant=spec, seed=seed), Path(tmp) / "run", progress=False, log=lambda *a: None)
+        train_s = time.perf_counter() - t0
+        controller = res.controller
+    plant = plants.load(spec)
+    row = {"plant": spec, "n_x": plant.n_x, "train_seconds": train_s}
+    for key, pol in (("lipnet", mlp_policy(controller)), ("lqr", lqr_policy(plant))):
+        reg = certify_region(plant, pol, seconds=seconds)
+        row[key] = {k: reg.get(k) for k in ("certified", "rho", "volume_share", "seconds", "subboxes", "stopped",
+                                            "reason", "rho_local", "contraction")}
+    a, b = row["lipnet"].get("volume_share") or 0.0, row["lqr"].get("volume_share") or 0.0
+    row["volume_ratio"] = a / b if b > 0 else (math.inf if a > 0 else None)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--plants", default=",".join(PLANTS))
+    ap.add_argument("--seconds", type=float, default=60.0, help="certification budget per region")
+    ap.add_argument("--tag", default="")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.plants.split(","):
+            spec = pvtol_npz(Path(tmp)) if name == "pvtol" else name
+            row = run_one(spec, args.seconds)
+            row["plant"] = name
+            rows.append(row)
+            ln, lq = row["lipnet"], row["lqr"]
+            print(f"{name:<12} n_x={row['n_x']}  lipnet ρ={ln['rho']:.4g} vol={100 * (ln['volume_share'] or 0):.3g}% "
+                  f"({ln['seconds']:.1f} s, {ln['subboxes']} boxes)   LQR ρ={lq['rho']:.4g} "
+                  f"vol={100 * (lq['volume_share'] or 0):.3g}% ({lq['seconds']:.1f} s)   ratio {row['volume_ratio']}",
+                  flush=True)
+    print()
+    print(f"{'plant':<12}{'n_x':>4}{'lipnet vol %':>14}{'LQR vol %':>11}{'ratio':>8}{'lipnet s':>10}{'LQR s':>8}"
+          f"{'boxes':>9}  certified")
+    for r in rows:
+        ln, lq = r["lipnet"], r["lqr"]
+        ratio = "-" if r["volume_ratio"] is None else f"{r['volume_ratio']:.3g}"
+        vol, vol_lqr = 100 * (ln["volume_share"] or 0), 100 * (lq["volume_share"] or 0)
+        print(f"{r['plant']:<12}{r['n_x']:>4}{vol:>14.4g}{vol_lqr:>11.4g} {ratio:>8}"
+              f"{ln['seconds']:>10.1f}{lq['seconds']:>8.1f}{ln['subboxes']:>9}  "
+              f"{'yes' if ln['certified'] else 'NO: ' + str(ln.get('reason'))[:60]} / "
+              f"{'yes' if lq['certified'] else 'NO: ' + str(lq.get('reason'))[:60]}")
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"roa{args.tag}.json"
+    out.write_text(json.dumps({"rows": rows, "seconds_budget": args.seconds}, indent=2, default=float) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
