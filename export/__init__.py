@@ -1,4 +1,4 @@
-"""ONNX export of a trained controller, parity checks, metadata and the onnxruntime session factory.
+"""ONNX (and C99) export of a trained controller, parity checks, metadata and the onnxruntime session factory.
 
 Attributes load lazily: `import export.runtime` (or `export.session`) pulls in onnxruntime and numpy only,
 so the hardware-in-the-loop device agent runs on a board without torch; `export.export_controller` brings
@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["export_controller", "ExportReport", "read_metadata", "numpy_policy", "NumpyPolicy", "session",
-           "ControllerSession", "ExportError", "ParityError", "InvalidModelError", "UnsupportedOperator",
-           "ModelError", "ProviderError", "ProviderFallbackWarning"]
+__all__ = ["export_controller", "ExportReport", "export_c", "CExportReport", "read_metadata", "numpy_policy",
+           "NumpyPolicy", "session", "ControllerSession", "ExportError", "ParityError", "InvalidModelError",
+           "UnsupportedOperator", "ModelError", "ProviderError", "ProviderFallbackWarning"]
 
-_WHERE = {"export_controller": "exporter", "ExportReport": "exporter", "read_metadata": "metadata",
+_WHERE = {"export_controller": "exporter", "ExportReport": "exporter", "export_c": "c_export",
+          "CExportReport": "c_export", "read_metadata": "metadata",
           "numpy_policy": "reference", "NumpyPolicy": "reference", "session": "runtime",
           "ControllerSession": "runtime", "ModelError": "runtime", "ProviderError": "runtime",
           "ProviderFallbackWarning": "runtime", "ExportError": "errors", "ParityError": "errors",

@@ -5,6 +5,9 @@ Runs on the board: `python -m hil.device controller.onnx --listen 0.0.0.0:9870 -
 onnxruntime, `hil.wire` and `export.runtime`, so it installs without torch (see `hil/PROTOCOL.md`).
 Malformed datagrams are counted by reason and dropped; the agent never stops on bad input. The model is checked
 against the graph digest recorded at export before serving: a corrupted or modified file is refused.
+A C controller (`controller.c` from `lipnet export --out controller.c`, checked against its sha256 and compiled
+here, or a built `.so`) is served through ctypes by `export.c_build` instead: numpy and a C compiler, no
+onnxruntime. `hil/c/agent.c` is the same agent in C, for boards without Python.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ __all__ = ["DeviceAgent", "parse_address", "main", "DEFAULT_PORT", "PROVIDERS"]
 
 DEFAULT_PORT = 9870
 PROVIDERS = ("cpu", "cuda", "tensorrt")
+C_SUFFIXES = (".c", ".so", ".dylib")  # a C controller: served through ctypes (export.c_build)
 
 
 def parse_address(text: str, default_host: str = "127.0.0.1", default_port: int = DEFAULT_PORT) -> tuple[str, int]:
@@ -48,16 +52,22 @@ class DeviceAgent:
 
     Parameters
     ----------
-    model : path to `controller.onnx`, or an object with `__call__(state) -> action`, `n_x`, `n_u`.
+    model : path to `controller.onnx`, `controller.c` or a built `.so`, or an object with
+        `__call__(state) -> action`, `n_x`, `n_u`.
     listen : `(host, port)`; loopback by default, port 0 picks a free port (see `address`).
-    provider : onnxruntime provider, `cpu`, `cuda` or `tensorrt` (passed to `export.runtime.session`).
+    provider : onnxruntime provider, `cpu`, `cuda` or `tensorrt` (passed to `export.runtime.session`; a C
+        controller runs on the CPU through ctypes and reports provider `c`).
     threads : intra-op threads of the session (1 is fastest for controller-sized models).
     busy_poll : spin on a non-blocking socket instead of sleeping in `recvfrom` (lower latency, burns a core).
     """
 
     def __init__(self, model, listen=("127.0.0.1", DEFAULT_PORT), provider: str = "cpu", threads: int = 1,
                  busy_poll: bool = False):
-        if isinstance(model, str) or hasattr(model, "__fspath__"):
+        if (isinstance(model, str) or hasattr(model, "__fspath__")) and str(model).endswith(C_SUFFIXES):
+            from export.c_build import load_c_policy  # numpy + ctypes + the C compiler; no onnxruntime
+
+            model = load_c_policy(str(model))
+        elif isinstance(model, str) or hasattr(model, "__fspath__"):
             from export.runtime import session  # onnxruntime: imported only when serving, not for --help
 
             model = session(str(model), provider=provider, threads=threads)
@@ -180,7 +190,8 @@ class DeviceAgent:
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """Arguments of the agent (shared by `python -m hil.device` and `lipnet hil serve`)."""
     parser = parser or argparse.ArgumentParser(prog="python -m hil.device", description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="controller.onnx to serve")
+    parser.add_argument("model", help="controller.onnx to serve, or controller.c (checked against its sha256, "
+                        "compiled here) or a built .so, run through ctypes")
     parser.add_argument("--listen", default=f"127.0.0.1:{DEFAULT_PORT}",
                         help="HOST:PORT to bind (default loopback 127.0.0.1:%(default)s; 0.0.0.0 for all "
                              "interfaces; port 0 picks a free one)")

@@ -27,7 +27,7 @@ class Policy:
     n_x: int
     n_u: int
     source: str
-    kind: str                 # "onnx" or "torch"
+    kind: str                 # "onnx", "c" or "torch"
     plant_spec: str = ""      # the plant the controller was trained on, if recorded
     dt: float | None = None
     meta: dict = field(default_factory=dict)
@@ -59,12 +59,20 @@ def _torch_policy(path: Path) -> Policy:
 
 
 def load_policy(model, provider: str = "cpu") -> Policy:
-    """A `Policy` from `controller.onnx` (onnxruntime, as on the device) or a run folder / `controller.pt`.
+    """A `Policy` from `controller.onnx` (onnxruntime, as on the device), `controller.c` / a built `.so` (ctypes),
+    or a run folder / `controller.pt`.
 
     An ONNX model is verified against the graph digest recorded at export (`ModelError` if it does not match)."""
     path = Path(model)
     if not path.exists():
-        raise FileNotFoundError(f"no controller at {path}: give a run folder or a controller.onnx")
+        raise FileNotFoundError(f"no controller at {path}: give a run folder, a controller.onnx or a controller.c")
+    if path.suffix in (".c", ".so", ".dylib"):  # a C export, compiled here and called through ctypes
+        from export.c_build import load_c_policy
+
+        pol = load_c_policy(path)
+        dt = pol.metadata.get("lipnet.dt")
+        return Policy(pol, pol.n_x, pol.n_u, str(path), "c", str(pol.metadata.get("lipnet.plant") or ""),
+                      float(dt) if dt else None, pol.metadata, pol.integrity)
     if path.suffix == ".onnx":
         from export.runtime import session
 

@@ -19,7 +19,7 @@ __all__ = ["main", "build_parser"]
 COMMANDS = {
     "train": "train a Lipschitz-bounded controller against a plant",
     "certify": "bound the controller's Lipschitz constant and certify the closed loop",
-    "export": "export a trained controller to ONNX with proven parity",
+    "export": "export a trained controller to ONNX or C99 source with proven parity",
     "hil": "hardware-in-the-loop: serve a model on a device, run the plant loop on the host",
     "simulate": "closed loop in one process (a run folder or an ONNX model against a plant)",
 }

@@ -15,6 +15,9 @@ EXAMPLE = """examples:
 
 On a board without torch: pip install numpy onnxruntime && pip install --no-deps . ; then
   python -m hil.device controller.onnx --listen 0.0.0.0:9870
+A C export (lipnet export RUN --out controller.c) is served the same way, through ctypes (no onnxruntime):
+  lipnet hil serve controller.c --listen 127.0.0.1:9870       (or a built controller.so)
+and without Python by the C agent: make -C hil/c CONTROLLER=$PWD/controller.c (see hil/PROTOCOL.md).
 
 serve refuses a model whose graph does not match the digest recorded by `lipnet export` (corrupted or
 modified: re-export it); a foreign ONNX model without lipnet metadata is served with a warning (unverified).
@@ -33,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from hil.device import build_parser
 
     sub = parser.add_subparsers(dest="hil_command", metavar="{serve,run}")
-    serve = sub.add_parser("serve", help="serve controller.onnx on a UDP port (the device agent)",
-                           description="Answer each state datagram with the controller's action (onnxruntime).",
+    serve = sub.add_parser("serve", help="serve controller.onnx (or controller.c) on a UDP port (the device agent)",
+                           description="Answer each state datagram with the controller's action (onnxruntime, or "
+                                       "the compiled C controller through ctypes).",
                            epilog="example: lipnet hil serve controller.onnx --listen 127.0.0.1:9870")
     build_parser(serve)
     r = sub.add_parser("run", help="step a plant at a fixed rate against a serving device",
