@@ -226,3 +226,37 @@ def test_cli_roa_box_bad_input_is_one_line(tmp_path, capsys):
 
     assert main(["certify", str(tmp_path), "--roa-box", "1,-2"]) == 2
     assert "--roa-box" in capsys.readouterr().err
+
+
+def test_train_roa_stage_runs_last_records_itself_and_resumes(tmp_path):
+    import json
+
+    from lipnet.cli import main
+    from lipnet.train.config import RunConfig
+    from lipnet.train.loop import train
+
+    run = tmp_path / "run"
+    assert main(["train", "--plant", "pendulum", "--steps", "4", "--roa-steps", "4", "--hidden", "8,8", "--batch",
+                 "16", "--no-progress", "--out", str(run), "--json"]) == 0
+    rows = (run / "metrics.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[1] for r in rows][-4:] == ["lyapunov"] * 4 and len(rows) == 8
+    summary = json.loads((run / "summary.json").read_text())
+    stage = summary["roa_stage"]
+    assert stage["steps"] == 4 and 0 <= stage["violating_share_after"] <= 1 and len(stage["P"]) == 2
+    assert "roa_steps = 4" in (run / "config.toml").read_text()
+    # stopped inside the stage and resumed: the same controller as the uninterrupted run
+    cfg = RunConfig(plant="pendulum")
+    cfg.controller.hidden, cfg.train.steps, cfg.train.roa_steps, cfg.train.batch = [8, 8], 4, 4, 16
+    full = train(cfg, tmp_path / "a", progress=False, log=lambda *a: None)
+    train(cfg, tmp_path / "b", progress=False, log=lambda *a: None, stop_after=6)
+    resumed = train(cfg, tmp_path / "b", resume=True, progress=False, log=lambda *a: None)
+    for k, v in full.controller.state_dict().items():
+        assert torch.equal(v, resumed.controller.state_dict()[k]), k
+
+
+def test_train_roa_box_of_the_wrong_length_is_refused_before_the_folder(tmp_path, capsys):
+    from lipnet.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--plant", "pendulum", "--roa", "--roa-box", "1,2,3", "--out", str(run)]) == 2
+    assert "--roa-box" in capsys.readouterr().err and not run.exists()

@@ -33,6 +33,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", default=None,
                    help="fuse each rollout step with torch.compile: ~3x faster steps after 20-40 s of compilation "
                         "(worth it from a few hundred steps; not with sphere-newton)")
+    p.add_argument("--roa", action="store_true",
+                   help="finish with a stage that trains toward a larger certified region of attraction (a Lyapunov "
+                        "decrease penalty on PGD-falsified states; 300 steps unless --roa-steps says)")
+    p.add_argument("--roa-steps", type=int, help="steps of the --roa stage")
+    p.add_argument("--roa-box", help="half-widths of the box the --roa stage aims to fill (default: eval region)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
@@ -71,6 +76,15 @@ def config_from_args(args):
             setattr(tc, name, getattr(args, name))
     if args.lr is not None:
         tc.lr = args.lr
+    if args.roa_steps is not None:
+        tc.roa_steps = args.roa_steps
+    elif args.roa and not tc.roa_steps:
+        tc.roa_steps = 300
+    if args.roa_box is not None:
+        try:
+            tc.roa_box = [float(v) for v in args.roa_box.split(",") if v.strip()]
+        except ValueError:
+            tc.roa_box = [args.roa_box]  # validate() names it
     return cfg
 
 

@@ -88,6 +88,8 @@ class TrainConfig:
     rescale: str = "none"  # "path": path-lifting rescaling at initialisation (ReLU only)
     rescale_every: int = 0  # > 0: re-apply one rescaling sweep every K steps
     compile: bool = False  # fuse each rollout step with torch.compile (plants.CompiledRollout); not with sphere-newton
+    roa_steps: int = 0  # > 0: a last stage of that many steps adds a Lyapunov-decrease penalty (lipnet train --roa)
+    roa_box: list[float] = field(default_factory=list)  # its target box (half-widths); empty: the eval region
 
     def validate(self) -> None:
         """Raise `LipnetArgument` naming the first value the training loop cannot run with, and its fix."""
@@ -102,7 +104,7 @@ class TrainConfig:
         for name, low, flag in (("steps", 0, "--steps"), ("batch", 1, "--batch"), ("eval_batch", 1, None),
                                 ("eval_every", 1, None), ("checkpoint_every", 1, None), ("warmup", 0, None),
                                 ("demo_warmup", 0, None), ("demos", 1, None), ("horizon", 0, None),
-                                ("rescale_every", 0, None)):
+                                ("rescale_every", 0, None), ("roa_steps", 0, "--roa-steps")):
             value = getattr(self, name)
             if not _is_int(value) or value < low or value > _LIMITS.get(name, 10**7):
                 where = flag or f"[train] {name}"
@@ -110,6 +112,10 @@ class TrainConfig:
                                      f"got {value!r}")
         if not (math.isfinite(self.lr) and self.lr >= 0):
             raise LipnetArgument(f"--lr must be a finite number >= 0 (0: the optimiser's default), got {self.lr!r}")
+        box = self.roa_box
+        if not isinstance(box, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                and math.isfinite(v) and v > 0 for v in box):
+            raise LipnetArgument(f"--roa-box must be positive half-widths, one per state (e.g. 1.5,4), got {box!r}")
 
 
 @dataclass

@@ -24,6 +24,7 @@ from lipnet.train.checkpoint import atomic_torch_save, save_controller
 from lipnet.train.config import RunConfig, dump_toml
 from lipnet.train.expert import MPCExpert
 from lipnet.train.losses import DemoImitation, make_objective
+from lipnet.train.lyapunov import LyapunovObjective, target_shape
 from lipnet.train.normalise import build_controller, plan_controller
 from lipnet.train.rundir import CONFIG, METRICS, TRAIN_STATE, atomic_write_text, check_run_dir, prepare_run_dir
 
@@ -150,6 +151,9 @@ def _check_config(cfg: RunConfig):
         raise LipnetArgument(f"optimizer {tc.optimizer} takes Hessian-vector products through the rollout, which a "
                              "torch.compile'd rollout cannot differentiate twice; drop --compile (compile = false "
                              "in [train]) or choose sphere-mm, agd or manifold-adam")
+    if tc.roa_box and len(tc.roa_box) not in (1, plant.n_x):
+        raise LipnetArgument(f"--roa-box needs 1 or {plant.n_x} half-widths for plant {cfg.plant!r}, got "
+                             f"{len(tc.roa_box)}")
     return plant
 
 
@@ -199,7 +203,8 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
     # the manifold (paper 001) at its default fits it (0.077, 100 % upright); the configured optimiser takes over
     # for the rollout phase.
     warm_opt = make_optimizer(WARM_OPTIMIZER, controller) if mpc and tc.optimizer != WARM_OPTIMIZER else opt
-    total = tc.steps or (200 + (tc.demo_warmup if mpc else 0))
+    total_main = tc.steps or (200 + (tc.demo_warmup if mpc else 0))
+    total = total_main + tc.roa_steps  # the --roa stage, if any, comes last
     terminal = tc.terminal if tc.terminal != "auto" else ("none" if mpc else "lqr")
     # With the LQR expert, training rollouts are truncated (the LQR terminal cost stands in for the tail); far
     # from the equilibrium (MPC expert) they run the plant's full horizon. Evaluation always runs the full one.
@@ -232,6 +237,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
         validator = Evaluator(plant, lqr, x_val, plant.horizon, terminal)
     best = {"score": None, "state": None, "step": 0}
     warm_state = None
+    roa_obj, roa_state = None, None
     rows: list[dict] = []
     start = 0
     if state is not None:
@@ -243,9 +249,10 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
         rows, start = state["metrics"], state["step"]
         best = state.get("best") or best
         warm_state = state.get("warm_state")
+        roa_state = state.get("roa")
     resolved = cfg.to_dict()  # every "auto" written as what it became, so --config reproduces the run
     resolved["controller"].update(lipschitz=float(plan.lipschitz), activation=activation)
-    resolved["train"].update(expert=expert, steps=total, terminal=terminal)
+    resolved["train"].update(expert=expert, steps=total_main, terminal=terminal)
     atomic_write_text(run_dir / CONFIG, f"# lipnet {__version__} run configuration; bound source: "
                                         f"{plan.lipschitz_source}\n" + dump_toml(resolved))
     log(f"plant {plant.name} ({plant.n_x} states, {plant.n_u} inputs, dt={plant.dt:g}s); optimizer {tc.optimizer}; "
@@ -255,10 +262,20 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
     steps_this_call = 0
     for step in bar:
         x0 = _sample_training_states(plant, tc, gen, dtype)
-        step_opt = warm_opt if step < n_warm else opt
+        step_opt = warm_opt if step < min(n_warm, total_main) else opt
+        if step >= total_main and roa_obj is None:
+            if roa_state is None:  # the stage starts from the best validated controller of the main phase
+                if best["state"] is not None and best["step"] != step:
+                    controller.load_state_dict(best["state"])
+                best = {"score": None, "state": None, "step": 0}
+                P, rate = target_shape(plant, controller, tc.roa_box or None)
+                roa_state = {"P": torch.as_tensor(P), "rate": float(rate), "start": step}
+            roa_obj = LyapunovObjective(plant, objective, controller, roa_state["P"].numpy(), roa_state["rate"],
+                                        batch=tc.batch)
+            roa_state.setdefault("before", _violation_share(roa_obj, controller, cfg.seed))
         snapshot = (copy.deepcopy(controller.state_dict()), copy.deepcopy(step_opt.state_dict()))
 
-        phase = warmup if step < n_warm else objective
+        phase = roa_obj if step >= total_main else (warmup if step < n_warm else objective)
         inputs = phase.sample(gen) if hasattr(phase, "sample") else x0
         loss = _optimizer_step(step_opt, phase, controller, inputs)
         loss_value = float(loss.detach()) if loss is not None else math.nan
@@ -277,8 +294,8 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
                "info": _info_string(getattr(step_opt, "last_info", None))}
         if step + 1 == n_warm:  # what the rollout phase starts from (the report says how far it moved)
             warm_state = copy.deepcopy(controller.state_dict())
-        if validator is not None and step + 1 >= n_warm and ((step + 1 - n_warm) % tc.eval_every == 0
-                                                              or step + 1 == total):
+        if validator is not None and n_warm <= step + 1 <= total_main and (
+                (step + 1 - n_warm) % tc.eval_every == 0 or step + 1 == total_main):
             _keep_best(best, validator(controller), controller, step + 1)
         if (step + 1) % tc.eval_every == 0 or step + 1 == total:
             ev = evaluator(controller)
@@ -291,7 +308,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
         done = step + 1 == total or (stop_after is not None and steps_this_call >= stop_after)
         if (step + 1) % tc.checkpoint_every == 0 or done or failure:
             _checkpoint(run_dir, cfg, controller, opt, gen, rows, step + 1, plant, plan,
-                        extra={"best": best, "warm_state": warm_state,
+                        extra={"best": best, "warm_state": warm_state, "roa": roa_state,
                                "warm_optimizer": None if warm_opt is opt else warm_opt.state_dict()})
         if failure:
             raise TrainingFailed(f"{failure}; the last finite controller is in {run_dir / 'controller.pt'}. The "
@@ -321,6 +338,12 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
                         "warm_start_steps": min(n_warm, total), "training_horizon": horizon, "terminal": terminal,
                         "restored_best_step": restored,
                         "moved_from_warm_start": _moved(controller, warm_state, x_eval, plant)})
+        if roa_obj is not None:
+            summary["roa_stage"] = {
+                "steps": tc.roa_steps, "P": roa_state["P"].tolist(), "rate": roa_state["rate"],
+                "box": tc.roa_box or None, "violating_share_before": roa_state["before"],
+                "violating_share_after": _violation_share(roa_obj, controller, cfg.seed),
+                "note": "share of 4096 states in {V ≤ 1} where V(F(x)) ≥ V(x); `lipnet certify` proves the region"}
     return TrainResult(controller=controller, run_dir=run_dir, metrics=rows, summary=summary)
 
 
@@ -364,6 +387,18 @@ def _choose_expert(plant, lqr, tc, seed: int, dtype) -> tuple[str, str]:
     if rate < AUTO_MPC_BELOW:
         return "mpc", f"the saturated LQR stabilises {rate:.0%} of the training states"
     return "lqr", f"the saturated LQR stabilises {rate:.0%} of the training states"
+
+
+def _violation_share(obj, controller, seed: int) -> float:
+    """Share of 4096 fixed states in the --roa target ellipsoid where V does not decrease (no PGD)."""
+    n = obj.plant.n_x
+    g = torch.Generator().manual_seed(seed + 7)
+    z = torch.randn(4096, n, generator=g, dtype=obj.dtype)
+    z = z / z.norm(dim=-1, keepdim=True) * torch.rand(4096, 1, generator=g, dtype=obj.dtype) ** (1.0 / n)
+    x = obj._from_ball(z)
+    with torch.no_grad():
+        nxt = obj.plant.step(x, controller(x))
+        return float((obj._V(nxt) >= obj._V(x)).double().mean())
 
 
 def _keep_best(best: dict, ev: dict, controller, step: int) -> None:
