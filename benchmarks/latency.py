@@ -128,6 +128,17 @@ def _time(fn, states: np.ndarray, calls: int) -> np.ndarray:
     return out / 1e3  # µs
 
 
+def _gpu_methods(path: Path, providers: list[str], skipped: dict) -> dict:
+    """The factory session on each GPU provider asked for (onnxruntime-gpu and a GPU needed; else recorded why)."""
+    methods = {}
+    for provider in providers:
+        try:
+            methods[f"factory on {provider}"] = export.session(path, provider=provider, strict=True)
+        except Exception as exc:  # noqa: BLE001 - a missing provider is a row that says why, not a crash
+            skipped[provider] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+    return methods
+
+
 def _methods(controller: Controller, path: Path) -> dict:
     factory = export.session(path)
     methods = {f"factory ({factory.call_path})": factory}
@@ -180,7 +191,7 @@ def _c_loop(exe: Path, calls: int) -> tuple[tuple[float, float, float], float]:
     return (p50, p99, mx), clock
 
 
-def run(calls: int, repeats: int, out_json: Path) -> dict:
+def run(calls: int, repeats: int, out_json: Path, providers: list[str] | None = None) -> dict:
     """Time every method for every size; print the table; write the JSON; return the results."""
     rng = np.random.default_rng(0)
     cc = find_compiler()[0]
@@ -193,6 +204,12 @@ def run(calls: int, repeats: int, out_json: Path) -> dict:
             path = Path(tmp) / f"{size}.onnx"
             export.export_controller(ctl, path, samples=2000)
             methods = _methods(ctl, path)
+            gpu_skipped: dict = {}
+            methods.update(_gpu_methods(path, providers or [], gpu_skipped))
+            if gpu_skipped:
+                results.setdefault("providers_unavailable", {}).update(gpu_skipped)
+                for provider, why in gpu_skipped.items():
+                    print(f"  {size}: provider {provider} not measured here ({why})")
             c_methods, timer, c_info = _c_paths(ctl, Path(tmp), size, cc)
             methods.update(c_methods)
             states = rng.normal(size=(64, 4)).astype(np.float32)
@@ -272,9 +289,16 @@ def main(argv=None) -> int:
     parser.add_argument("--calls", type=int, default=None, help="calls per repeat and method (default 100,000)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latency.json")
+    parser.add_argument("--provider", default="cpu",
+                        help="comma-separated providers to time besides the CPU ones: cuda, tensorrt (needs "
+                             "onnxruntime-gpu and an NVIDIA GPU; an unavailable one is reported, not timed)")
     args = parser.parse_args(argv)
     calls = args.calls or (10_000 if args.quick else 100_000)
-    run(calls, args.repeats, args.out)
+    gpu = [p.strip() for p in args.provider.split(",") if p.strip() and p.strip() != "cpu"]
+    bad = [p for p in gpu if p not in ("cuda", "tensorrt")]
+    if bad:
+        parser.error(f"--provider takes cpu, cuda, tensorrt; got {', '.join(bad)}")
+    run(calls, args.repeats, args.out, gpu)
     print(f"\nwrote {args.out}")
     return 0
 
