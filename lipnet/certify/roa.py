@@ -59,6 +59,20 @@ class Policy:
 
 
 def _mlp_dual(net: MLP, x: Dual) -> Dual:
+    """The network on interval enclosures; for the state box itself (identity Jacobian), every pre-activation is
+    also enclosed by its mean-value form `z(c) + J_z (x − c)` and the two are intersected: interval propagation
+    alone loses the correlation between neurons and gives σ' intervals far wider than the box warrants."""
+    eye = np.broadcast_to(np.eye(x.n), x.jlo.shape) if x.jlo.shape[-2:] == (x.n, x.n) else None
+    if eye is None or not (np.array_equal(x.jlo, eye) and np.array_equal(x.jhi, eye)) or np.all(x.lo == x.hi):
+        return _mlp_pass(net, x, None)
+    c = x.mid
+    centre = {}
+    _mlp_pass(net, variable(c, c), centre)  # enclosures of every pre-activation at the centres
+    return _mlp_pass(net, x, centre, radius=0.5 * (x.hi - x.lo) * (1 + 4 * EPS) + EPS * np.abs(c))
+
+
+def _mlp_pass(net: MLP, x: Dual, centre: dict | None, radius=None) -> Dual:
+    record = centre is not None and radius is None
     if net.periodic:
         cols = list(x.unbind(-1))
         cos_feats = []
@@ -72,6 +86,13 @@ def _mlp_dual(net: MLP, x: Dual) -> Dual:
     last = len(net.weights) - 1
     for i, (w, b) in enumerate(zip(net.weights, net.biases, strict=True)):
         h = iv._linear(h, w, b)
+        if record:
+            centre[i] = (h.lo, h.hi)
+        elif centre is not None:  # intersect with the mean-value enclosure around the centre
+            spread = np.einsum("...kj,...j->...k", np.maximum(np.abs(h.jlo), np.abs(h.jhi)), radius)
+            spread = spread * (1 + 1e-12) + 1e-300
+            clo, chi = centre[i]
+            h = Dual(np.maximum(h.lo, clo - spread), np.minimum(h.hi, chi + spread), h.jlo, h.jhi)
         if i == last:
             break
         if net.activation == "relu":
