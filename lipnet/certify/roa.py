@@ -357,59 +357,80 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
         return best | {"seconds": time.perf_counter() - t0, "shapes_tried": len(shapes)}
     P = np.asarray(P, dtype=np.float64)
     try:
-        R = np.linalg.cholesky(P).T  # P = Rᵀ R
+        np.linalg.cholesky(P)
     except np.linalg.LinAlgError:
         raise CertificationError("the Lyapunov matrix P is not positive definite") from None
-    Rinv = np.linalg.inv(R)
     Pinv = np.linalg.inv(P)
     rho_box = float(np.min(w**2 / np.diag(Pinv))) * (1 - 1e-9)
     if rho_target is not None:
         rho_box = min(rho_box, float(rho_target) * (1 + 1e-9))
 
-    # δ: the equilibrium's own residual in the P-norm (a rounding-level number for an anchored controller).
-    d_hi = np.maximum(np.abs(at_eq.lo[0] - x_eq), np.abs(at_eq.hi[0] - x_eq))
-    delta = math.sqrt(float(d_hi @ np.abs(P) @ d_hi)) * (1 + 1e-9)
+    def local(W: np.ndarray, cap: float) -> tuple[float, float, float, float]:
+        """`(σ, γ, δ, last γ tried)`: the largest `{W ≤ σ}` (σ ≤ cap) on whose bounding box ‖J‖_W ≤ γ < 1, and δ,
+        the equilibrium's own residual in the W-norm (a rounding-level number for an anchored controller)."""
+        RW = np.linalg.cholesky(W).T
+        RWinv, Winv = np.linalg.inv(RW), np.linalg.inv(W)
+        d_hi = np.maximum(np.abs(at_eq.lo[0] - x_eq), np.abs(at_eq.hi[0] - x_eq))
+        delta = math.sqrt(float(d_hi @ np.abs(W) @ d_hi)) * (1 + 1e-9)
 
-    def half_widths(rho: float) -> np.ndarray:
-        return np.sqrt(rho * np.diag(Pinv)) * (1 + 1e-9)
+        def gamma_on(level: float) -> float:
+            h = np.sqrt(level * np.diag(Winv)) * (1 + 1e-9)
+            # 4 sub-boxes per axis (2 above n = 4) tighten the enclosure cheaply; their max bounds the whole box.
+            k = 4 if n <= 4 else 2
+            edges = [np.linspace(-hi_, hi_, k + 1) for hi_ in h]
+            grids = np.meshgrid(*[np.arange(k)] * n, indexing="ij")
+            idx = np.stack([g.reshape(-1) for g in grids], -1)
+            lo = np.stack([edges[i][idx[:, i]] for i in range(n)], -1) + x_eq
+            hi = np.stack([edges[i][idx[:, i] + 1] for i in range(n)], -1) + x_eq
+            out = _step(plant, policy, variable(lo, hi))
+            return float(_pnorm_bound(RW, RWinv, out.jlo, out.jhi).max())
 
-    def gamma_on(rho: float) -> float:
-        h = half_widths(rho)
-        # 4 sub-boxes per axis (capped) tighten the enclosure cheaply; the max over them bounds the whole box.
-        k = 4 if n <= 4 else 2
-        edges = [np.linspace(-hi_, hi_, k + 1) for hi_ in h]
-        grids = np.meshgrid(*[np.arange(k)] * n, indexing="ij")
-        idx = np.stack([g.reshape(-1) for g in grids], -1)
-        lo = np.stack([edges[i][idx[:, i]] for i in range(n)], -1) + x_eq
-        hi = np.stack([edges[i][idx[:, i] + 1] for i in range(n)], -1) + x_eq
-        out = _step(plant, policy, variable(lo, hi))
-        return float(_pnorm_bound(R, Rinv, out.jlo, out.jhi).max())
-
-    # Local contraction: the largest ρ0 (halving from the box's, then bisection) with γ < 1.
-    rho0, gamma, g = 0.0, float("nan"), float("nan")
-    hi_r = rho_box
-    for _ in range(60):
-        g = gamma_on(hi_r)
-        if g < 1.0:
-            rho0, gamma = hi_r, g
-            break
-        hi_r *= 0.25
-    if rho0 > 0 and rho0 < rho_box:
-        lo_r, up = rho0, min(rho0 * 4, rho_box)
-        for _ in range(8):
-            mid = math.sqrt(lo_r * up)
-            g = gamma_on(mid)
+        sigma, gamma, g = 0.0, float("nan"), float("nan")
+        level = cap
+        for _ in range(60):  # halving from the cap, then bisection
+            g = gamma_on(level)
             if g < 1.0:
-                lo_r, gamma = mid, g
-            else:
-                up = mid
-        rho0 = lo_r
-    ultimate = delta / (1 - gamma) if rho0 > 0 else float("inf")
-    if rho0 <= 0 or ultimate**2 * 4 > rho0:
+                sigma, gamma = level, g
+                break
+            level *= 0.25
+        if 0 < sigma < cap:
+            lo_r, up = sigma, min(sigma * 4, cap)
+            for _ in range(8):
+                mid = math.sqrt(lo_r * up)
+                gm = gamma_on(mid)
+                if gm < 1.0:
+                    lo_r, gamma = mid, gm
+                else:
+                    up = mid
+            sigma = lo_r
+        return sigma, gamma, delta, g
+
+    def rel_max(A: np.ndarray, B: np.ndarray) -> float:
+        """λ_max of A relative to B: `xᵀAx ≤ λ xᵀBx` for every x (with a margin)."""
+        L = np.linalg.cholesky(B)
+        Li = np.linalg.inv(L)
+        return float(np.linalg.eigvalsh(Li @ A @ Li.T)[-1]) * (1 + 1e-9)
+
+    # Local contraction, in V's own norm, or in the plain Lyapunov norm W of the linearisation (a far larger
+    # contraction margin than a slow-rate shaped V): then {V ≤ ρ0} ⊂ {W ≤ σ} ⊂ {V ≤ ρ_cover}, and the region
+    # proven below holds when its level is at least ρ_cover (every start with V ≤ ρ0 stays in {W ≤ σ}).
+    sigma, gamma, delta, g = local(P, rho_box)
+    v_local = (sigma, gamma, delta / (1 - gamma) if sigma > 0 else float("inf"))
+    rho0, rho_cover, local_norm = sigma, sigma, "V"
+    Wf = _lyapunov(a_cl, np.asarray(plant.Q if Q is None else Q, dtype=np.float64))
+    wv, vw = rel_max(Wf, P), rel_max(P, Wf)
+    s_w, g_w, d_w, _ = local(Wf, rho_box * wv)
+    if s_w > 0 and s_w / wv > rho0 * 1.01 and s_w * vw <= rho_box:
+        sigma, gamma, delta, rho0, rho_cover, local_norm = s_w, g_w, d_w, s_w / wv, s_w * vw, "W"
+    ultimate = delta / (1 - gamma) if sigma > 0 else float("inf")
+    if rho0 <= 0 or ultimate**2 * 4 > sigma:
         return base | {"certified": False, "rho": 0.0, "P": P.tolist(), "seconds": time.perf_counter() - t0,
                        "subboxes": 0, "reason": "the local contraction around x_eq could not be proven "
                        f"(‖J‖_P bound {g:.4g} ≥ 1 on the smallest level tried: a kink of the controller or of "
                        "the plant at x_eq, or a linearisation too close to instability)"}
+
+    def half_widths(rho: float) -> np.ndarray:
+        return np.sqrt(rho * np.diag(Pinv)) * (1 + 1e-9)
 
     # Decrease on ρ0 < V ≤ ρ: branch-and-bound in the order of each box's smallest possible V.
     closure = _Closure(plant, policy, P, x_eq)
@@ -484,10 +505,19 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
         shift = np.zeros_like(r2)
         shift[rows, axis] = r2[rows, axis]
         push(np.concatenate([c - shift, c + shift]), np.concatenate([r2, r2]))
-    rho = max(rho0, rho_best * (1 - 1e-9))
-    rho = min(rho, rho_box)
+    rho = rho_best * (1 - 1e-9)
+    if local_norm == "W" and rho < rho_cover:
+        # The decrease was not proven out to the level covering {W ≤ σ}: only V's own local region stands.
+        rho0, gamma, ultimate, local_norm = v_local[0], v_local[1], v_local[2], "V"
+        rho = rho0
+        if rho0 <= 0 or ultimate**2 * 4 > rho0:
+            return base | {"certified": False, "rho": 0.0, "P": P.tolist(), "seconds": time.perf_counter() - t0,
+                           "subboxes": processed, "reason": "neither the local contraction in V nor the decrease "
+                           "out to the W-local region could be proven"}
+    rho = min(max(rho0, rho), rho_box)
     vol = _volume_share(P, rho, w)
     return base | {"certified": True, "rho": rho, "P": P.tolist(), "rho_local": rho0, "contraction": gamma,
+                   "local_norm": "V" if local_norm == "V" else "W (plain Lyapunov P of the linearisation)",
                    "ultimate_bound": ultimate, "volume_share": vol, "subboxes": processed,
                    "seconds": time.perf_counter() - t0, "stopped": reason,
                    "method": "interval enclosures of F and its Jacobian (float64, outward rounding): local "
