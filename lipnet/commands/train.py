@@ -26,7 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--expert", choices=["auto", "lqr", "mpc"],
                    help="what the first steps imitate: the saturated LQR, a sampling MPC's demonstrations on the plant "
                         "(swing-up, large angles), or auto (mpc where the saturated LQR fails on the training states)")
-    p.add_argument("--steps", type=int, help="training steps (default 200; 800 with the MPC expert)")
+    p.add_argument("--steps", type=int, help="upper bound on the training steps (default 2000, or the MPC "
+                   "expert's imitation + 600); training stops earlier once the evaluation cost has converged")
+    p.add_argument("--stop", choices=["plateau", "none"], help="plateau (default): stop once the evaluation cost "
+                   "stops improving; none: run every --steps")
+    p.add_argument("--max-seconds", type=float, help="wall-clock cap of the training (default 1800; 0: none)")
     p.add_argument("--batch", type=int, help="initial states per step")
     p.add_argument("--seed", type=int)
     p.add_argument("--rescale", choices=["none", "path"], help="path-lifting rescaling at initialisation (ReLU)")
@@ -71,7 +75,7 @@ def config_from_args(args):
         from lipnet.exceptions import LipnetArgument
 
         raise LipnetArgument(f"--steps must be an integer >= 1, got {args.steps}")
-    for name in ("optimizer", "objective", "expert", "steps", "batch", "rescale", "compile"):
+    for name in ("optimizer", "objective", "expert", "steps", "batch", "rescale", "compile", "stop", "max_seconds"):
         if getattr(args, name) is not None:
             setattr(tc, name, getattr(args, name))
     if args.lr is not None:

@@ -76,7 +76,9 @@ class TrainConfig:
     demos: int = 128  # initial states the MPC expert is run from (each over the plant's horizon)
     optimizer: str = "sphere-mm"  # paper 000, algorithm 2: the automatic optimiser that trained every plant tried
     lr: float = 0.0  # 0: the optimiser's default (only adam / sgd / manifold-adam take one)
-    steps: int = 0  # 0: 200, plus demo_warmup with the MPC expert
+    steps: int = 0  # upper bound on the steps; 0: 2000, or demo_warmup + 600 with the MPC expert (see `stop`)
+    stop: str = "plateau"  # "plateau": stop once the evaluation cost stops improving (lipnet.train.stopping); "none"
+    max_seconds: float = 1800.0  # wall-clock cap of one training call (0: none)
     batch: int = 128
     horizon: int = 0  # 0: at most 100 steps with the LQR terminal cost; the plant's full horizon with the MPC expert
     initial_states: str = "mix"  # "train": the plant's training distribution; "mix": half from the harder eval one
@@ -101,6 +103,9 @@ class TrainConfig:
         _choice("initial_states", self.initial_states, ("train", "mix"), "[train] initial_states")
         _choice("terminal", self.terminal, ("auto", "lqr", "none"), "[train] terminal")
         _choice("rescale", self.rescale, ("none", "path"), "--rescale")
+        _choice("stop", self.stop, ("plateau", "none"), "--stop")
+        if not (math.isfinite(self.max_seconds) and self.max_seconds >= 0):
+            raise LipnetArgument(f"--max-seconds must be a finite number >= 0 (0: no cap), got {self.max_seconds!r}")
         for name, low, flag in (("steps", 0, "--steps"), ("batch", 1, "--batch"), ("eval_batch", 1, None),
                                 ("eval_every", 1, None), ("checkpoint_every", 1, None), ("warmup", 0, None),
                                 ("demo_warmup", 0, None), ("demos", 1, None), ("horizon", 0, None),

@@ -27,6 +27,7 @@ from lipnet.train.losses import DemoImitation, make_objective
 from lipnet.train.lyapunov import LyapunovObjective, target_shape
 from lipnet.train.normalise import build_controller, plan_controller
 from lipnet.train.rundir import CONFIG, METRICS, TRAIN_STATE, atomic_write_text, check_run_dir, prepare_run_dir
+from lipnet.train.stopping import AUTO_ROLLOUT_STEPS_MPC, AUTO_STEPS, plateau
 
 __all__ = ["train", "TrainResult", "evaluate", "Evaluator"]
 
@@ -203,8 +204,9 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
     # the manifold (paper 001) at its default fits it (0.077, 100 % upright); the configured optimiser takes over
     # for the rollout phase.
     warm_opt = make_optimizer(WARM_OPTIMIZER, controller) if mpc and tc.optimizer != WARM_OPTIMIZER else opt
-    total_main = tc.steps or (200 + (tc.demo_warmup if mpc else 0))
-    total = total_main + tc.roa_steps  # the --roa stage, if any, comes last
+    # --steps is an upper bound; the plateau rule (lipnet.train.stopping) usually ends the main phase before it.
+    total_main = tc.steps or (tc.demo_warmup + AUTO_ROLLOUT_STEPS_MPC if mpc else AUTO_STEPS)
+    stop_reason = None
     terminal = tc.terminal if tc.terminal != "auto" else ("none" if mpc else "lqr")
     # With the LQR expert, training rollouts are truncated (the LQR terminal cost stands in for the tail); far
     # from the equilibrium (MPC expert) they run the plant's full horizon. Evaluation always runs the full one.
@@ -250,17 +252,24 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
         best = state.get("best") or best
         warm_state = state.get("warm_state")
         roa_state = state.get("roa")
+        total_main = int(state.get("total_main") or total_main)
+        stop_reason = state.get("stop_reason")
     resolved = cfg.to_dict()  # every "auto" written as what it became, so --config reproduces the run
     resolved["controller"].update(lipschitz=float(plan.lipschitz), activation=activation)
-    resolved["train"].update(expert=expert, steps=total_main, terminal=terminal)
+    resolved["train"].update(expert=expert, steps=tc.steps or total_main, terminal=terminal)
     atomic_write_text(run_dir / CONFIG, f"# lipnet {__version__} run configuration; bound source: "
                                         f"{plan.lipschitz_source}\n" + dump_toml(resolved))
     log(f"plant {plant.name} ({plant.n_x} states, {plant.n_u} inputs, dt={plant.dt:g}s); optimizer {tc.optimizer}; "
         f"Lipschitz bound {plan.lipschitz:.4g} ({plan.lipschitz_source})")
+    total = total_main + tc.roa_steps  # the --roa stage, if any, comes last
     bar = _progress(range(start, total), progress, initial=start, total=total)
     t0 = time.perf_counter() - (rows[-1]["seconds"] if rows else 0.0)
+    t_call = time.perf_counter()
     steps_this_call = 0
+    finished = start >= total
     for step in bar:
+        if step >= total:
+            break
         x0 = _sample_training_states(plant, tc, gen, dtype)
         step_opt = warm_opt if step < min(n_warm, total_main) else opt
         if step >= total_main and roa_obj is None:
@@ -305,10 +314,24 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
         rows.append(row)
         steps_this_call += 1
         failure = _failing(rows)
-        done = step + 1 == total or (stop_after is not None and steps_this_call >= stop_after)
+        if step + 1 < total_main and tc.stop == "plateau":  # the main phase may end early (stopping.py)
+            reason = plateau(rows, phase_start=n_warm if n_warm < total_main else 0)
+            if reason is None and tc.max_seconds and time.perf_counter() - t_call > tc.max_seconds:
+                reason = f"wall-clock cap: {tc.max_seconds:g} s of training in this call (--max-seconds)"
+            if reason is not None:
+                stop_reason, total_main = reason, step + 1
+                total = total_main + tc.roa_steps
+                if hasattr(bar, "total"):
+                    bar.total = total
+                    bar.refresh()
+        if step + 1 == total_main and stop_reason is None:
+            stop_reason = f"reached the step budget ({total_main} steps{', --steps' if tc.steps else ''})"
+        finished = step + 1 == total
+        done = finished or (stop_after is not None and steps_this_call >= stop_after)
         if (step + 1) % tc.checkpoint_every == 0 or done or failure:
             _checkpoint(run_dir, cfg, controller, opt, gen, rows, step + 1, plant, plan,
-                        extra={"best": best, "warm_state": warm_state, "roa": roa_state,
+                        extra={"best": best, "warm_state": warm_state, "roa": roa_state, "total_main": total_main,
+                               "stop_reason": stop_reason,
                                "warm_optimizer": None if warm_opt is opt else warm_opt.state_dict()})
         if failure:
             raise TrainingFailed(f"{failure}; the last finite controller is in {run_dir / 'controller.pt'}. The "
@@ -323,7 +346,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
     controller.straight_through = False
     final_step = rows[-1]["step"] if rows else 0
     summary = {}
-    if final_step >= total:
+    if finished:
         restored = None
         if best["state"] is not None and best["step"] != final_step:
             controller.load_state_dict(best["state"])
@@ -334,6 +357,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
                                   "optimizer": tc.optimizer})
         summary = _summarise(plant, controller, evaluator, tc, plan, rows, rescale_info)
         summary.update({"expert": expert, "expert_reason": expert_reason, "steps_total": total,
+                        "stopped": stop_reason,
                         "activation": activation, "warm_start_optimizer": WARM_OPTIMIZER if mpc else tc.optimizer,
                         "warm_start_steps": min(n_warm, total), "training_horizon": horizon, "terminal": terminal,
                         "restored_best_step": restored,

@@ -87,6 +87,8 @@ def headline(summary: dict) -> list[str]:
              f"{ev['lqr_policy_success_rate']:.1%}); cost / saturated LQR {ev['cost_ratio_to_lqr_policy']:.4f}"
              + (f" ({both:.4f} on the states both stabilise)" if both is not None else "")
              + f"; cost / LQR optimum of the linearised plant {ev['cost_ratio_to_lqr_optimum']:.4f}"]
+    if summary.get("stopped"):
+        lines.append(f"stopped after {summary.get('steps', '?')} steps: {summary['stopped']}")
     for warning in warnings_of(summary):
         lines.append(f"warning: {warning}")
     return lines
@@ -154,6 +156,8 @@ def write_report(result, plant, lqr, horizon: int, n_responses: int = 4) -> Path
         f"| cost / LQR optimum of the linearised plant (mean x0ᵀPx0 = {ev['lqr_optimum']:.5g}) | "
         f"{ev['cost_ratio_to_lqr_optimum']:.4f} ({gap:+.2%}) | "
         f"{ev['lqr_policy_cost'] / max(ev['lqr_optimum'], 1e-300):.4f} |",
+        "",
+        *([f"Training stopped after {s.get('steps')} steps: {s['stopped']}."] if s.get("stopped") else []),
         "",
         *[f"**Warning: {w}.**" for w in warnings_of(s)],
         "",
