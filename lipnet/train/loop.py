@@ -188,7 +188,8 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
     # homogeneous, so only the product of the gains matters. Near the equilibrium tanh stays the default.
     activation = cc.activation if cc.activation != "auto" else ("relu" if mpc else "tanh")
     gen = torch.Generator().manual_seed(cfg.seed)
-    plan = plan_controller(plant, lqr, lipschitz=cc.lipschitz, factor=cc.lipschitz_factor, generator=gen)
+    plan = plan_controller(plant, lqr, lipschitz=cc.lipschitz, factor=cc.lipschitz_factor, generator=gen,
+                           depth=len(cc.hidden) + 1)
     controller = build_controller(plant, plan, cc.hidden, activation, cc.layer, cc.saturation, generator=gen)
     controller = controller.to(dtype)
     # Far from the equilibrium the hard clip saturates often; training passes its gradient straight through.

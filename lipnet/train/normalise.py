@@ -29,7 +29,7 @@ import torch
 
 from lipnet.nn import Controller
 
-__all__ = ["ControllerPlan", "plan_controller", "build_controller"]
+__all__ = ["ControllerPlan", "plan_controller", "build_controller", "lqr_admitting_factor"]
 
 
 @dataclass
@@ -44,9 +44,20 @@ class ControllerPlan:
     budget: float  # Γ = Π g_l
 
 
+def lqr_admitting_factor(rank: int, depth: int) -> float:
+    """The budget, in units of ‖K̂‖₂, that provably lets `depth` Frobenius layers realise a rank-`rank` gain K̂ as
+    the network's Jacobian at the equilibrium: `rank^(depth/2)` (`tests/test_budget.py` builds those weights)."""
+    return float(max(rank, 1)) ** (depth / 2.0)
+
+
 def plan_controller(plant, lqr, lipschitz: float = 0.0, factor: float = 4.0,
-                    generator: torch.Generator | None = None) -> ControllerPlan:
-    """Choose the scalings and the Lipschitz bound for `plant` (rules 1–3 of the module docstring)."""
+                    generator: torch.Generator | None = None, depth: int = 3) -> ControllerPlan:
+    """Choose the scalings and the Lipschitz bound for `plant` (rules 1–3 of the module docstring).
+
+    The automatic bound is at least `lqr_admitting_factor(rank K, depth)` × the scaled LQR gain, so a network of
+    `depth` layers within it can represent the LQR gain exactly (with the equilibrium anchor, the LQR's
+    linearisation is reachable, not only approached).
+    """
     s = np.abs(np.asarray(plant.init_train.scale, dtype=float)).reshape(plant.n_x)
     s = np.maximum(s, 1e-3 * max(s.max(), 1e-12))
     K = np.asarray(lqr.K, dtype=float).reshape(plant.n_u, plant.n_x)
@@ -66,6 +77,8 @@ def plan_controller(plant, lqr, lipschitz: float = 0.0, factor: float = 4.0,
                           f"represent the LQR gain of the linearised plant (‖K‖₂ = {lqr_norm:.4g}); training may "
                           "not stabilise the plant", stacklevel=2)
     else:
+        rank = int(np.linalg.matrix_rank((K * s[None, :]) / a[:, None]))
+        factor = max(float(factor), lqr_admitting_factor(rank, depth))
         L = factor * a.max() * max(k_scaled, 1e-6) / s.min()
         source = f"auto: {factor:g} × the LQR gain in scaled coordinates (‖K‖₂ = {lqr_norm:.4g})"
     return ControllerPlan(state_scale=s, action_scale=a, lipschitz=L, lipschitz_source=source,
