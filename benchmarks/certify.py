@@ -1,6 +1,6 @@
 """Benchmark of the Lipschitz upper bounds against LipSDP-neuron (cvxpy/SCS) as the reference.
 
-For random MLPs (N(0, 1/n_in) weights, as in field-notes §3.1) and lipnet Controllers (Frobenius layers with
+For random MLPs (N(0, 1/n_in) weights, the standard fan-in initialisation) and lipnet Controllers (Frobenius layers with
 biases and state scaling: the parametrisation training uses) at 4-(h×d)-1: every bound, its median time, its
 ratio to LipSDP-neuron and to the empirical lower bound. Every method runs single-threaded in one process.
 

@@ -17,7 +17,7 @@ __all__ = ["FORMAT", "REQUIRED_KEYS", "encode_metadata", "decode_metadata", "set
            "load_model"]
 
 FORMAT = "lipnet-onnx/1"
-# DESIGN.md's fields; export adds lipnet.format, lipnet.n_x, lipnet.n_u, lipnet.state_offset,
+# ARCHITECTURE.md's fields (ONNX model); export adds lipnet.format, lipnet.n_x, lipnet.n_u, lipnet.state_offset,
 # lipnet.activation, lipnet.precision, lipnet.lipschitz_bounds, lipnet.parity, lipnet.exporter, and
 # lipnet.periodic / lipnet.periodic_center (indices of the angle states and their centres; [] when none).
 REQUIRED_KEYS = ("lipnet.version", "lipnet.plant", "lipnet.dt", "lipnet.lipschitz_upper", "lipnet.certificate",

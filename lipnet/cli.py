@@ -1,4 +1,4 @@
-"""The `lipnet` command: one subcommand per pipeline stage (see DESIGN.md).
+"""The `lipnet` command: one subcommand per pipeline stage (see ARCHITECTURE.md).
 
 Each subcommand lives in `lipnet.commands.<name>` with `add_arguments(parser)` and `run(args) -> int`;
 the module keeps heavy imports inside `run` so that `lipnet --help` stays fast.
@@ -22,6 +22,7 @@ COMMANDS = {
     "export": "export a trained controller to ONNX or C99 source with proven parity",
     "hil": "hardware-in-the-loop: serve a model on a device, run the plant loop on the host",
     "simulate": "closed loop in one process (a run folder or an ONNX model against a plant)",
+    "sweep": "many training runs from one grid, on Ray (local or a cluster) or locally; summary.csv and .png",
 }
 
 

@@ -68,10 +68,10 @@ class CartPole(ODEPlant):
     State `[x, ẋ, θ, θ̇]` (m, m/s, rad from upright, rad/s), input force F (N) on the cart, `|F| ≤ u_max`:
     `a = (F + m l θ̇² sin θ)/(M+m)`, `θ̈ = (g sin θ − a cos θ) / (l (4/3 − m cos²θ/(M+m)))`,
     `ẍ = a − m l θ̈ cos θ/(M+m)` with l the effective (half) pole length. Defaults M = 1 kg, m = 0.1 kg,
-    l = 0.5 m, g = 9.8 m/s², u_max = 10 N, 50 Hz, Q = I, R = 0.1 (field-notes §5.1), 6 s horizon (300 steps,
+    l = 0.5 m, g = 9.8 m/s², u_max = 10 N, 50 Hz, Q = I, R = 0.1 (the safe-control-gym setting), 6 s horizon (300 steps,
     as safe-control-gym's episodes). Task: bring the state to 0 from x ∈ ±1 m, ẋ ∈ ±0.5 m/s, θ ∈ ±0.2 rad,
     θ̇ ∈ ±0.5 rad/s (train) or x ∈ ±2, ẋ ∈ ±1, θ ∈ ±0.3, θ̇ ∈ ±1 (eval); the saturated LQR stabilises the
-    whole eval box (its linearised gain is K = [−2.78, −5.15, −43.88, −11.58], as in field-notes §5.1).
+    whole eval box (its linearised gain is K = [−2.78, −5.15, −43.88, −11.58], checked in the tests).
 
     Task `wide` (`cartpole?task=wide`): x, ẋ, θ, θ̇ ∈ ±1 (pole up to ±57°), 25 Hz, 6 s (150 steps). The saturated
     LQR stabilises 63 % of 256 eval starts (seed 1): from large angles its force saturates at ±10 N, the pole

@@ -26,7 +26,7 @@ FORMAT = "lipnet-certificate/1"
 
 @dataclass
 class Certificate:
-    """Everything `lipnet certify` established about one controller (see DESIGN.md, Certificate)."""
+    """Everything `lipnet certify` established about one controller (format: ARCHITECTURE.md, Certificate)."""
 
     network_hash: str
     bounds: list[BoundRecord]

@@ -1,4 +1,4 @@
-"""Closed-loop certificates: incremental small gain for `x⁺ = A x + B u`, `u = K x + Δ(x)` (field-notes §5.2).
+"""Closed-loop certificates: incremental small gain for `x⁺ = A x + B u`, `u = K x + Δ(x)` (Zames; incremental form).
 
 K is any matrix (we take the controller's central-difference Jacobian at the equilibrium: soundness does not
 depend on the choice). Lip(Δ) of `Δ(x) = sat(W_D σ(⋯)) − K x` is bounded soundly by LipSDP-neuron's LMI for the
