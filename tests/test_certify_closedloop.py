@@ -66,7 +66,7 @@ def test_nonlinear_plant_is_never_certified():
 
 
 def test_lqr_plus_small_residual_agrees_with_frequency_sweep():
-    """u = −K_lqr x + π(x) (the loop seen through the LQR-stabilised plant): the plant seen by π is A − B K_lqr; small gain vs a sweep."""
+    """u = −K_lqr x + π(x): the plant seen by π is A − B K_lqr; small gain vs a sweep."""
     import control
 
     dt = 0.1
