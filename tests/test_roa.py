@@ -260,3 +260,23 @@ def test_train_roa_box_of_the_wrong_length_is_refused_before_the_folder(tmp_path
     run = tmp_path / "run"
     assert main(["train", "--plant", "pendulum", "--roa", "--roa-box", "1,2,3", "--out", str(run)]) == 2
     assert "--roa-box" in capsys.readouterr().err and not run.exists()
+
+
+def test_roa_objective_samples_lie_in_the_target_ellipsoid():
+    from lipnet.train.losses import make_objective
+    from lipnet.train.lyapunov import LyapunovObjective, target_shape
+    from lipnet.train.normalise import build_controller, plan_controller
+
+    plant = plants.load("cartpole")
+    lqr = plants.lqr(plant)
+    plan = plan_controller(plant, lqr)
+    ctl = build_controller(plant, plan, (8, 8), "tanh", "frobenius", "clip")
+    P, rate = target_shape(plant, ctl)
+    obj = LyapunovObjective(plant, make_objective("rollout", plant, lqr, 10), ctl, P, rate, batch=64)
+    z = torch.randn(500, 4)
+    z = z / z.norm(dim=-1, keepdim=True)
+    v = obj._V(obj._from_ball(z))
+    assert torch.allclose(v, torch.ones_like(v), atol=1e-5)  # the unit sphere maps onto {V = 1}
+    inputs = obj.sample(torch.Generator().manual_seed(0))
+    assert (obj._V(inputs["x"]) <= 1 + 1e-5).all()  # PGD stays inside {V ≤ 1}
+    assert all(p.requires_grad for p in ctl.parameters())  # and leaves the parameters' flags as they were

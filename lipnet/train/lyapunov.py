@@ -45,7 +45,7 @@ class LyapunovObjective:
         dtype = next(controller.parameters()).dtype
         self.P = torch.as_tensor(P, dtype=dtype)
         L = np.linalg.cholesky(np.asarray(P, dtype=np.float64))  # P = L Lᵀ: x − x_eq = L⁻ᵀ z, V = |z|²
-        self.Linv_t = torch.as_tensor(np.linalg.inv(L).T, dtype=dtype)
+        self.Linv = torch.as_tensor(np.linalg.inv(L), dtype=dtype)  # rows: (L⁻ᵀ z)ᵀ = zᵀ L⁻¹
         self.x_eq = torch.as_tensor(plant.x_eq, dtype=dtype)
         self.kappa = 0.1 * (1.0 - rate**2)
         self.batch, self.pgd_steps, self.weight = int(batch), int(pgd_steps), float(weight)
@@ -61,7 +61,7 @@ class LyapunovObjective:
         return torch.relu(self._V(nxt) / self._V(x).clamp_min(1e-12) - (1.0 - self.kappa))
 
     def _from_ball(self, z: torch.Tensor) -> torch.Tensor:
-        return self.x_eq + z @ self.Linv_t
+        return self.x_eq + z @ self.Linv
 
     def sample(self, generator: torch.Generator) -> dict:
         """Training states for the base objective, and states in `{V ≤ 1}` moved toward violations by PGD."""
@@ -71,7 +71,8 @@ class LyapunovObjective:
         z = z / z.norm(dim=-1, keepdim=True) * torch.rand(self.batch, 1, generator=generator,
                                                           dtype=self.dtype) ** (1.0 / n)
         step = 0.25 / math.sqrt(n)
-        for p in self.controller.parameters():
+        flags = [(p, p.requires_grad) for p in self.controller.parameters()]
+        for p, _ in flags:
             p.requires_grad_(False)
         try:
             for _ in range(self.pgd_steps):
@@ -82,8 +83,8 @@ class LyapunovObjective:
                 z = zz.detach() + step * g / g.norm(dim=-1, keepdim=True).clamp_min(1e-12)
                 z = z / z.norm(dim=-1, keepdim=True).clamp_min(1.0)  # back into the unit ball
         finally:
-            for p in self.controller.parameters():
-                p.requires_grad_(True)
+            for p, flag in flags:
+                p.requires_grad_(flag)
         z = z[z.norm(dim=-1) > 1e-3]  # V(x) ≈ 0 carries no decrease information
         return {"x0": x0, "x": self._from_ball(z).detach()}
 
