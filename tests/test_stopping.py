@@ -54,3 +54,21 @@ def test_training_stops_on_the_plateau_and_says_why(tmp_path):
                  "--stop", "none", "--no-progress", "--out", str(again)]) == 0
     fixed = json.loads((again / "summary.json").read_text())
     assert fixed["steps"] == 210 and fixed["stopped"].startswith("reached the step budget")
+
+
+def test_auto_expert_keeps_the_lqr_on_an_unconstrained_linear_plant(tmp_path):
+    """A slow, badly scaled linear plant where few starts settle in the horizon: the LQR is still the optimum, so the
+    MPC expert (and its horizon-only cost, which reads below the LQR optimum) must not be chosen."""
+    import numpy as np
+
+    import plants
+    from lipnet.train.config import RunConfig
+    from lipnet.train.loop import _choose_expert
+
+    rng = np.random.default_rng(7)
+    S = np.diag([1.0, 10.0, 0.1])
+    A = S @ (rng.normal(size=(3, 3)) * 0.4 + np.eye(3) * 0.1) @ np.linalg.inv(S)
+    np.savez(tmp_path / "held.npz", A=A, B=S @ rng.normal(size=(3, 1)), dt=0.0)
+    plant = plants.load(f"{tmp_path / 'held.npz'}?dt=0.05&x0_std=1,10,0.1")
+    expert, why = _choose_expert(plant, plants.lqr(plant), RunConfig().train, 0, None)
+    assert expert == "lqr" and "optimum" in why

@@ -413,6 +413,10 @@ def _choose_expert(plant, lqr, tc, seed: int, dtype) -> tuple[str, str]:
     """`("lqr" | "mpc", why)`: the configured expert, or for "auto" the saturated LQR's success decides."""
     if tc.expert != "auto":
         return tc.expert, f"expert = {tc.expert} requested"
+    if isinstance(plant, plants.LinearPlant) and plant.u_low is None and plant.u_high is None:
+        # The LQR is the exact optimum of an unconstrained linear plant: no trajectory optimiser can teach more
+        # (whatever share of starts settles within the horizon; a slow mode can leave most of them unsettled).
+        return "lqr", "a linear plant without actuator limits: the LQR is the optimum"
     if plant.horizon * plant.dt < MIN_DECISION_SECONDS:
         return "lqr", (f"a {plant.horizon * plant.dt:g} s horizon is too short to tell whether the saturated LQR "
                        "stabilises the training states")
