@@ -72,13 +72,9 @@ def _destinations(out: Path) -> tuple[Path, Path]:
     if out.suffix != ".c":
         raise ExportError(f"--out {out}: the C export writes a .c file (its header beside it); give a name such as "
                           f"{out.with_suffix('.c').name}")
-    if out.is_dir():
-        raise ExportError(f"destination {out} is a folder; give a file name such as {out / 'controller.c'}")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExportError(f"cannot create the folder {out.parent} ({exc.strerror or exc}); choose another --out") \
-            from None
+    from .exporter import writable_folder
+
+    writable_folder(out, "controller.c")
     header = out.with_suffix(".h")
     for path in (out, header):
         if path.is_dir() or (path.exists() and not _is_lipnet_c(path)):

@@ -90,10 +90,10 @@ def _resolve(controller_or_run_dir, plant, dt):
         dt if dt is not None else ckpt.get("dt"), ckpt
 
 
-def _destination(out: Path) -> Path:
-    """`out`, its folder created; a clear error when it cannot be written."""
+def writable_folder(out: Path, example: str) -> None:
+    """Refuse a folder as `out`, create its parent, and refuse a parent that cannot be written (one clear line)."""
     if out.is_dir():
-        raise ExportError(f"destination {out} is a folder; give a file name such as {out / 'controller.onnx'}")
+        raise ExportError(f"destination {out} is a folder; give a file name such as {out / example}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -101,6 +101,11 @@ def _destination(out: Path) -> Path:
             from None
     if not os.access(out.parent, os.W_OK):
         raise ExportError(f"cannot write to {out.parent}; choose a writable --out")
+
+
+def _destination(out: Path) -> Path:
+    """`out`, its folder created; a clear error when it cannot be written."""
+    writable_folder(out, "controller.onnx")
     if out.exists() and not _is_lipnet_model(out):
         raise ExportError(f"{out} exists and is not a model lipnet exported, so export will not replace it; remove "
                           "it or choose another --out")

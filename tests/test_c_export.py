@@ -14,6 +14,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+from toys import random_controller  # random weights whose outputs span the saturation
 
 from export import c_export
 from export.bounds import spectral_product
@@ -53,12 +54,7 @@ CASES = {
 
 
 def _controller(seed: int = 0, **kwargs) -> Controller:
-    ctl = Controller(**kwargs)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in ctl.parameters():  # random weights whose outputs span the saturation
-            p.normal_(0.0, 1.0, generator=g)
-    return ctl.eval()
+    return random_controller(seed, **kwargs)
 
 
 @pytest.fixture(scope="module")

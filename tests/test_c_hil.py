@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from toys import blocked_agent_script
 
 from export.c_build import CModelError, build_agent, compile_shared, find_compiler, load_c_policy
 from export.c_export import export_c
@@ -29,11 +30,7 @@ pytestmark = [pytest.mark.hil, pytest.mark.skipif(find_compiler()[0] is None, re
 ROOT = Path(__file__).resolve().parents[1]
 PLANT = "double_integrator?dt=0.005"
 # The device side must run without torch, lipnet and plants; serving C it needs no onnxruntime either.
-BLOCK = ("import sys, runpy\n"
-         "for m in ('torch', 'lipnet', 'plants', 'onnxruntime', 'onnx'):\n"
-         "    sys.modules[m] = None\n"
-         "sys.argv = ['hil.device'] + sys.argv[1:]\n"
-         "runpy.run_module('hil.device', run_name='__main__', alter_sys=True)\n")
+BLOCK = blocked_agent_script("torch", "lipnet", "plants", "onnxruntime", "onnx")
 
 
 @pytest.fixture(scope="module")

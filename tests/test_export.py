@@ -12,6 +12,7 @@ import onnx
 import pytest
 import torch
 from onnx import numpy_helper
+from toys import random_controller  # random weights whose outputs span the saturation
 
 import export
 from export import exporter as exporter_mod
@@ -47,12 +48,7 @@ SAMPLES = 2000
 
 
 def _controller(seed: int = 0, **kwargs) -> Controller:
-    ctl = Controller(**kwargs)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in ctl.parameters():  # random weights whose outputs span the saturation
-            p.normal_(0.0, 1.0, generator=g)
-    return ctl.eval()
+    return random_controller(seed, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from toys import quick_onnx, seal_onnx  # a fast ONNX twin shared with the simulate tests
+from toys import blocked_agent_script, quick_onnx, seal_onnx  # shared with the simulate tests
 
 import plants
 from hil import wire
@@ -35,11 +35,7 @@ pytestmark = pytest.mark.hil
 ROOT = Path(__file__).resolve().parents[1]
 PLANT = "double_integrator?dt=0.005"
 # The device side must run without these (a board has no torch): the subprocess makes importing them fail.
-BLOCK_TORCH = ("import sys, runpy\n"
-               "for m in ('torch', 'lipnet', 'plants'):\n"
-               "    sys.modules[m] = None\n"
-               "sys.argv = ['hil.device'] + sys.argv[1:]\n"
-               "runpy.run_module('hil.device', run_name='__main__', alter_sys=True)\n")
+BLOCK_TORCH = blocked_agent_script("torch", "lipnet", "plants")
 
 
 @pytest.fixture(scope="module")

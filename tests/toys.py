@@ -54,3 +54,24 @@ def closed_loop_cost(model, x0, horizon=12, dt=0.2):
         cost = cost + (x.pow(2).sum(-1) + 0.1 * u.pow(2).sum(-1)).mean()
         x = x @ a.T + u @ b.T
     return cost / horizon
+
+
+def random_controller(seed: int = 0, **kwargs):
+    """A `Controller` with N(0, 1) weights and biases, whose outputs span the saturation (export parity tests)."""
+    from lipnet.nn import Controller
+
+    ctl = Controller(**kwargs)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in ctl.parameters():
+            p.normal_(0.0, 1.0, generator=g)
+    return ctl.eval()
+
+
+def blocked_agent_script(*modules: str) -> str:
+    """Python source that runs `hil.device` with `modules` made unimportable (what a bare board lacks)."""
+    return ("import sys, runpy\n"
+            f"for m in {tuple(modules)!r}:\n"
+            "    sys.modules[m] = None\n"
+            "sys.argv = ['hil.device'] + sys.argv[1:]\n"
+            "runpy.run_module('hil.device', run_name='__main__', alter_sys=True)\n")
