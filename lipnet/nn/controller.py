@@ -111,6 +111,8 @@ class Controller(nn.Module):
         self.straight_through = False
         # A plain tuple, not a buffer: state_dicts of controllers without periodic states stay loadable.
         self.periodic = _periodic(periodic, self.n_x)
+        # Not persistent: state_dicts stay as they were; it moves with the module (.to(device)).
+        self.register_buffer("_periodic_index", torch.tensor(self.periodic, dtype=torch.long), persistent=False)
         widths = (self.n_features, *hidden, self.n_u)
         depth = len(widths) - 1
         gains = [float(gains)] * depth if np.isscalar(gains) else [float(g) for g in gains]
@@ -149,7 +151,7 @@ class Controller(nn.Module):
         s = self.state_scale.to(x.dtype)
         if not self.periodic:
             return d / s
-        idx = torch.tensor(self.periodic, dtype=torch.long, device=x.device)
+        idx = self._periodic_index.to(x.device)
         dp = d.index_select(-1, idx)
         # index_copy rather than a where over sin(d): no sin of (possibly huge) non-periodic states, no NaN grads.
         z = d.index_copy(-1, idx, torch.sin(dp)) / s
