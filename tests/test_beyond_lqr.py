@@ -147,3 +147,26 @@ def test_config_toml_records_the_resolved_choices_and_reproduces_the_run(tmp_pat
     again = train(cfg, tmp_path / "b", progress=False, log=lambda *a: None)
     for a, b in zip(first.controller.state_dict().values(), again.controller.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_dagger_relabels_visited_states_and_resumes_exactly(tmp_path):
+    import plants
+    from lipnet.train.expert import MPCExpert
+
+    plant = plants.load("pendulum?task=swingup")
+    lqr = plants.lqr(plant)
+    expert = MPCExpert(plant, generator=torch.Generator().manual_seed(0), guide=lqr.policy)
+    near = torch.tensor([[0.05, 0.0], [-0.03, 0.1]])
+    # near upright the guide's (saturated LQR) sequence is the cheapest: the label is its action
+    assert torch.allclose(expert.label(near), plant.clip(lqr.policy(near)), atol=1e-5)
+    cfg = _tiny_mpc_config()
+    cfg.train.dagger = 1
+    whole = train(cfg, tmp_path / "whole", progress=False, log=lambda *a: None)
+    state = torch.load(tmp_path / "whole" / "train_state.pt", weights_only=True)
+    (xs, us), = state["dagger"]
+    assert xs.shape[0] == 4 * 3 and us.shape == (12, 1)  # 4 starts × every 4th of 12 steps, labelled
+    part = train(cfg, tmp_path / "part", progress=False, log=lambda *a: None, stop_after=4)
+    assert part.metrics[-1]["step"] == 4
+    rest = train(cfg, tmp_path / "part", resume=True, progress=False, log=lambda *a: None)
+    for a, b in zip(whole.controller.state_dict().values(), rest.controller.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

@@ -74,6 +74,7 @@ class TrainConfig:
     warmup: int = 50  # imitation steps with the LQR expert: a stabilising start for the rollout cost
     demo_warmup: int = 1500  # imitation steps with the MPC expert's demonstrations
     demos: int = 128  # initial states the MPC expert is run from (each over the plant's horizon)
+    dagger: int = 0  # DAgger rounds in the imitation phase: relabel the states the controller visits with the expert
     optimizer: str = "sphere-mm"  # paper 000, algorithm 2: the automatic optimiser that trained every plant tried
     lr: float = 0.0  # 0: the optimiser's default (only adam / sgd / manifold-adam take one)
     steps: int = 0  # upper bound on the steps; 0: 2000, or demo_warmup + 600 with the MPC expert (see `stop`)
@@ -108,7 +109,7 @@ class TrainConfig:
             raise LipnetArgument(f"--max-seconds must be a finite number >= 0 (0: no cap), got {self.max_seconds!r}")
         for name, low, flag in (("steps", 0, "--steps"), ("batch", 1, "--batch"), ("eval_batch", 1, None),
                                 ("eval_every", 1, None), ("checkpoint_every", 1, None), ("warmup", 0, None),
-                                ("demo_warmup", 0, None), ("demos", 1, None), ("horizon", 0, None),
+                                ("demo_warmup", 0, None), ("demos", 1, None), ("dagger", 0, None), ("horizon", 0, None),
                                 ("rescale_every", 0, None), ("roa_steps", 0, "--roa-steps")):
             value = getattr(self, name)
             if not _is_int(value) or value < low or value > _LIMITS.get(name, 10**7):

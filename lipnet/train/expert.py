@@ -109,6 +109,15 @@ class MPCExpert:
         return torch.stack(us, dim=1)
 
     @torch.no_grad()
+    def label(self, x: torch.Tensor) -> torch.Tensor:
+        """The expert's action at each state of `x` (DAgger relabelling): MPPI refined from the guide's sequence."""
+        U = self._guided(x, self.T) if self.guide is not None else self.plant.clip(
+            torch.as_tensor(self.plant.u_eq, dtype=x.dtype).expand(x.shape[0], self.T, self.plant.n_u).clone())
+        for _ in range(self.iterations + 1):
+            U, _ = self._refine(x, U)
+        return U[:, 0]
+
+    @torch.no_grad()
     def demonstrations(self, x0: torch.Tensor, steps: int) -> Demonstrations:
         """Run the expert in closed loop from every row of `x0` for `steps` steps."""
         plant = self.plant

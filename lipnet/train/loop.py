@@ -221,8 +221,8 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
         t_demo = time.perf_counter()
         demo_gen = torch.Generator().manual_seed(cfg.seed + 3)  # its own stream: a resumed run rebuilds them
         starts = plant.sample_initial(tc.demos, "train", generator=demo_gen, dtype=dtype)
-        demos = MPCExpert(plant, action_scale=plan.action_scale, generator=demo_gen, guide=lqr.policy).demonstrations(
-            starts, plant.horizon)
+        mpc_expert = MPCExpert(plant, action_scale=plan.action_scale, generator=demo_gen, guide=lqr.policy)
+        demos = mpc_expert.demonstrations(starts, plant.horizon)
         warmup, n_warm = DemoImitation(plant, *demos.pairs(), batch=max(512, tc.batch)), tc.demo_warmup
         log(f"expert: MPC demonstrations from {tc.demos} states ({expert_reason}; "
             f"{time.perf_counter() - t_demo:.0f} s)")
@@ -241,6 +241,8 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
     best = {"score": None, "state": None, "step": 0}
     warm_state = None
     roa_obj, roa_state, roa_opt = None, None, None
+    dagger_data: list = []
+    dagger_steps = {n_warm * (k + 1) // (tc.dagger + 1) for k in range(tc.dagger)} if mpc else set()
     rows: list[dict] = []
     start = 0
     if state is not None:
@@ -253,6 +255,9 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
         best = state.get("best") or best
         warm_state = state.get("warm_state")
         roa_state = state.get("roa")
+        dagger_data = list(state.get("dagger") or [])
+        for xs, us in dagger_data:  # the relabelled pairs of earlier rounds
+            warmup.extend(xs, us)
         total_main = int(state.get("total_main") or total_main)
         stop_reason = state.get("stop_reason")
     resolved = cfg.to_dict()  # every "auto" written as what it became, so --config reproduces the run
@@ -272,6 +277,10 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
         if step >= total:
             break
         x0 = _sample_training_states(plant, tc, gen, dtype)
+        if step in dagger_steps and len(dagger_data) < tc.dagger:
+            xs, us = _dagger_round(plant, controller, mpc_expert, starts)
+            warmup.extend(xs, us)
+            dagger_data.append((xs, us))
         step_opt = warm_opt if step < min(n_warm, total_main) else opt
         if step >= total_main and roa_obj is None:
             if roa_state is None:  # the stage starts from the best validated controller of the main phase
@@ -340,7 +349,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
         if (step + 1) % tc.checkpoint_every == 0 or done or failure:
             _checkpoint(run_dir, cfg, controller, opt, gen, rows, step + 1, plant, plan,
                         extra={"best": best, "warm_state": warm_state, "roa": roa_state, "total_main": total_main,
-                               "stop_reason": stop_reason,
+                               "stop_reason": stop_reason, "dagger": dagger_data,
                                "roa_optimizer": None if roa_opt in (None, opt) else roa_opt.state_dict(),
                                "warm_optimizer": None if warm_opt is opt else warm_opt.state_dict()})
         if failure:
@@ -426,6 +435,20 @@ def _choose_expert(plant, lqr, tc, seed: int, dtype) -> tuple[str, str]:
     if rate < AUTO_MPC_BELOW:
         return "mpc", f"the saturated LQR stabilises {rate:.0%} of the training states"
     return "lqr", f"the saturated LQR stabilises {rate:.0%} of the training states"
+
+
+@torch.no_grad()
+def _dagger_round(plant, controller, expert, starts: torch.Tensor, every: int = 4):
+    """The states the controller visits from the demonstrations' starts (every `every`-th step), labelled by the
+    expert (DAgger, Ross et al. 2011): the imitation then covers where the learner actually goes."""
+    x, visited = starts.clone(), []
+    for t in range(plant.horizon):
+        if t % every == 0:
+            visited.append(x)
+        x = plant.step(x, controller(x))
+    xs = torch.cat(visited)
+    xs = xs[torch.isfinite(xs).all(-1)]
+    return xs, expert.label(xs)
 
 
 def _violation_share(obj, controller, seed: int) -> float:

@@ -68,6 +68,11 @@ class DemoImitation:
         u_eq = torch.as_tensor(plant.u_eq, dtype=actions.dtype)
         self.scale = ((actions - u_eq) ** 2).sum(-1).mean().clamp_min(1e-12)
 
+    def extend(self, states: torch.Tensor, actions: torch.Tensor) -> None:
+        """Add (state, action) pairs (DAgger); the normalisation stays that of the first demonstrations."""
+        self.states = torch.cat([self.states, states.to(self.states.dtype)])
+        self.actions = torch.cat([self.actions, actions.to(self.actions.dtype)])
+
     def sample(self, generator: torch.Generator) -> torch.Tensor:
         """The indices of one minibatch."""
         return torch.randint(len(self.states), (min(self.batch, len(self.states)),), generator=generator)
