@@ -356,11 +356,12 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
                 best = res
             return bool(res.get("certified")) and res.get("stopped") == "every box closed"
 
-        for cand in shapes:
+        for i, cand in enumerate(shapes):
             left = seconds - (time.perf_counter() - t0)
-            # Until a shape is proven whole, half the time stays for the fallback; after that, a rounder shape
-            # may take all of it (cart-pole, 64×64 network: the 0.9-rate shape needs 43 s and 339k boxes).
-            if not attempt(cand, left if whole else left / 2):
+            # An even split of what is left: a rounder shape that fails must not eat the whole budget (every
+            # `lipnet certify` would then take it all). A larger --roa-seconds lets rounder shapes close (cart-pole,
+            # 64×64 network: the 0.9-rate shape needs 43 s and 339k boxes).
+            if not attempt(cand, left / (len(shapes) + 1 - i)):
                 break  # a slower rate would fail as well
             whole = True
         if not whole:
