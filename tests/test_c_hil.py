@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from toys import blocked_agent_script
+from toys import blocked_agent_script, exchange
 
 from export.c_build import CModelError, build_agent, compile_shared, find_compiler, load_c_policy
 from export.c_export import export_c
@@ -65,13 +65,7 @@ def _stop(proc: subprocess.Popen) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def _exchange(sock: socket.socket, data: bytes, timeout: float = 2.0) -> bytes | None:
-    sock.send(data)
-    sock.settimeout(timeout)
-    try:
-        return sock.recv(wire.MAX_DATAGRAM)
-    except TimeoutError:
-        return None
+_exchange = exchange  # one request, one reply (tests/toys.py)
 
 
 def _session(plant, addr, model, tmp_path, name):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from toys import blocked_agent_script, quick_onnx, seal_onnx  # shared with the simulate tests
+from toys import blocked_agent_script, exchange, quick_onnx, seal_onnx  # shared with the simulate tests
 
 import plants
 from hil import wire
@@ -138,13 +138,7 @@ BAD_PACKETS = {
 }
 
 
-def _exchange(sock: socket.socket, data: bytes, timeout: float = 2.0) -> bytes | None:
-    sock.send(data)
-    sock.settimeout(timeout)
-    try:
-        return sock.recv(wire.MAX_DATAGRAM)
-    except TimeoutError:
-        return None
+_exchange = exchange  # one request, one reply (tests/toys.py)
 
 
 @pytest.mark.parametrize("name", sorted(BAD_PACKETS))

@@ -75,3 +75,15 @@ def blocked_agent_script(*modules: str) -> str:
             "    sys.modules[m] = None\n"
             "sys.argv = ['hil.device'] + sys.argv[1:]\n"
             "runpy.run_module('hil.device', run_name='__main__', alter_sys=True)\n")
+
+
+def exchange(sock, data: bytes, timeout: float = 2.0) -> bytes | None:
+    """Send one datagram to an agent and return its reply, or None after `timeout` seconds."""
+    from hil import wire
+
+    sock.send(data)
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(wire.MAX_DATAGRAM)
+    except TimeoutError:
+        return None
