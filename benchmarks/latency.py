@@ -39,7 +39,7 @@ import export  # noqa: E402
 from export.c_build import CFLAGS, compiler_version, find_compiler, load_c_policy  # noqa: E402
 from export.c_export import export_c  # noqa: E402
 from export.folded import fold_controller  # noqa: E402
-from export.runtime import _options  # noqa: E402
+from export.runtime import PROVIDERS, _options  # noqa: E402
 from lipnet.nn import Controller  # noqa: E402
 from plants.fileio import atomic_write  # noqa: E402
 
@@ -295,9 +295,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     calls = args.calls or (10_000 if args.quick else 100_000)
     gpu = [p.strip() for p in args.provider.split(",") if p.strip() and p.strip() != "cpu"]
-    bad = [p for p in gpu if p not in ("cuda", "tensorrt")]
+    bad = [p for p in gpu if p not in PROVIDERS]
     if bad:
-        parser.error(f"--provider takes cpu, cuda, tensorrt; got {', '.join(bad)}")
+        parser.error(f"--provider takes {', '.join(PROVIDERS)}; got {', '.join(bad)}")
     run(calls, args.repeats, args.out, gpu)
     print(f"\nwrote {args.out}")
     return 0

@@ -23,6 +23,7 @@ import torch
 
 from lipnet.manifolds import Sphere
 from lipnet.nn import Controller
+from lipnet.optim import base as optim_contract
 from lipnet.optim.registry import make_optimizer
 
 METHODS = ("gradient", "adam", "agd", "sphere-newton", "sphere-newton/nocheck", "sphere-mm")
@@ -85,16 +86,7 @@ def one_step(opt, model, loss_fn, counter):
         counter[0] += 1
         return loss_fn(model)
 
-    if getattr(opt, "wants_loss_closure", False):
-        return opt.step(counted)
-
-    def closure():
-        opt.zero_grad()
-        loss = counted()
-        loss.backward()
-        return loss
-
-    return opt.step(closure)
+    return optim_contract.step(opt, counted)
 
 
 def time_steps(quick: bool) -> list[dict]:

@@ -32,6 +32,7 @@ import scipy.linalg
 import torch
 
 from lipnet.nn import Controller
+from lipnet.optim import base as optim_contract
 from lipnet.optim import make_optimizer
 from lipnet.optim.rescale import rescale
 
@@ -77,16 +78,7 @@ def train_arm(ctrl, plant, x0, horizon, opt_name, lr, steps, target, rescale_eve
     opt = build()
     ratio = float("inf")
     for step in range(1, steps + 1):
-        if getattr(opt, "wants_loss_closure", False):
-            def closure():
-                return rollout_ratio(ctrl, plant, x0, horizon)
-        else:
-            def closure(opt=opt):
-                opt.zero_grad()
-                loss = rollout_ratio(ctrl, plant, x0, horizon)
-                loss.backward()
-                return loss
-        loss = opt.step(closure)
+        loss = optim_contract.step(opt, lambda: rollout_ratio(ctrl, plant, x0, horizon))
         ratio = float(loss.detach()) if loss is not None else float("nan")
         if not math.isfinite(ratio):
             return {"steps": None, "final_ratio": ratio, "diverged": True}

@@ -1,7 +1,8 @@
 """Certified regions of attraction: lipnet's trained controller against the saturated LQR, by the same method.
 
-For each plant: `lipnet train` with the default configuration (one seed), then `certify_region` on the trained
-controller and on the plant's saturated LQR (same V family: quadratic from each loop's own linearisation, same
+For each plant: `lipnet train` with the default configuration (one seed), then `region_certificates` (what
+`lipnet certify` runs) on the trained controller and on the plant's saturated LQR (same V family: quadratic from
+each loop's own linearisation, the LQR's proven shape offered to the controller too, same
 stated box: the plant's evaluation region), each with the same time budget. Rows: certified level ρ, certified
 volume (share of the box), certification seconds, boxes, and the ratio of the two volumes. Prints a table and
 writes `benchmarks/results/roa.json`. The PVTOL-like plant is python-control's `examples/pvtol-lqr.py` model
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 import plants
-from lipnet.certify.roa import certify_region, lqr_policy, mlp_policy
+from lipnet.certify.roa import region_certificates
 from lipnet.train.config import RunConfig
 from lipnet.train.loop import train
 
@@ -55,8 +56,9 @@ def run_one(spec: str, seconds: float, seed: int = 0) -> dict:
         controller = res.controller
     plant = plants.load(spec)
     row = {"plant": spec, "n_x": plant.n_x, "train_seconds": train_s}
-    for key, pol in (("lipnet", mlp_policy(controller)), ("lqr", lqr_policy(plant))):
-        reg = certify_region(plant, pol, seconds=seconds)
+    # As `lipnet certify` does it: the LQR first, whose proven shape is one more candidate for the controller's V.
+    regions = region_certificates(controller, plant, seconds=seconds)
+    for key, reg in (("lipnet", regions["region"]), ("lqr", regions["region_lqr"])):
         row[key] = {k: reg.get(k) for k in ("certified", "rho", "volume_share", "seconds", "subboxes", "stopped",
                                             "reason", "rho_local", "contraction")}
     a, b = row["lipnet"].get("volume_share") or 0.0, row["lqr"].get("volume_share") or 0.0

@@ -124,8 +124,8 @@ def export_c(controller_or_run_dir, out_path, *, c_float: str = "float", plant: 
     cc : the C compiler (default `$CC`, else cc / gcc / clang).
     """
     from lipnet import __version__
+    from lipnet.certify.network import network_hash as hash_of
 
-    from .bounds import network_hash_fn
     from .exporter import DEFAULT_OPSET, _resolve, export_controller
     from .metadata import read_metadata
     from .parity import FLOAT32_TOLERANCE
@@ -152,8 +152,7 @@ def export_c(controller_or_run_dir, out_path, *, c_float: str = "float", plant: 
                                         tolerance=tol)
         meta = read_metadata(twin)
         upper, method, entries = _bounds(controller, net, c_float)
-        hash_fn = network_hash_fn()
-        network_hash = meta.get("lipnet.network_hash") or (str(hash_fn(controller)) if hash_fn else None)
+        network_hash = meta.get("lipnet.network_hash") or hash_of(controller)
         info = {"lipnet_version": __version__, "lipschitz_upper": upper, "lipschitz_method": method,
                 "network_hash": network_hash, "certificate_status": onnx_report.certificate_status,
                 "certificate_reason": onnx_report.certificate_reason, "plant": plant,

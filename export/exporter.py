@@ -36,7 +36,7 @@ from .metadata import FORMAT, load_model, read_metadata, set_metadata
 from .parity import FLOAT32_TOLERANCE, FP16_TOLERANCE, compare, parity_states, torch_actions, working_magnitude
 from .recertify import exported_bounds, recheck
 from .reference import NumpyPolicy, linear_weights
-from .runtime import DIGEST_KEY, check_integrity, graph_digest
+from .runtime import DIGEST_KEY, DT_KEY, FORMAT_KEY, PLANT_KEY, check_integrity, graph_digest
 
 __all__ = ["export_controller", "ExportReport", "DEFAULT_OPSET", "MIN_OPSET"]
 
@@ -70,24 +70,20 @@ class ExportReport:
 
 
 def _resolve(controller_or_run_dir, plant, dt):
+    """`(controller, run_dir, plant, dt, checkpoint_version)` of a Controller or a run folder / `controller.pt`."""
     from lipnet.nn import Controller
-    from lipnet.train.checkpoint import load_checkpoint
+    from lipnet.train.checkpoint import load_trained
 
     if isinstance(controller_or_run_dir, Controller):
-        return controller_or_run_dir.eval(), None, plant or "", dt, {}
+        return controller_or_run_dir.eval(), None, plant or "", dt, ""
     if not isinstance(controller_or_run_dir, (str, os.PathLike)):
         raise ExportError(f"expected a Controller or a run folder path, got {type(controller_or_run_dir).__name__}")
     try:
-        ckpt = load_checkpoint(controller_or_run_dir)
-        controller = Controller.from_config(ckpt["config"])
-        controller.load_state_dict(ckpt["state_dict"])
+        trained = load_trained(controller_or_run_dir)
     except LipnetError as exc:
         raise ExportError(str(exc)) from None
-    except Exception as exc:  # a checkpoint whose config or weights do not fit the Controller
-        raise ExportError(f"{controller_or_run_dir}: the checkpoint does not rebuild a Controller "
-                          f"({exc.__class__.__name__}: {exc})") from None
-    return controller.eval(), Path(controller_or_run_dir), plant or ckpt.get("plant") or "", \
-        dt if dt is not None else ckpt.get("dt"), ckpt
+    return trained.controller, Path(controller_or_run_dir), plant or trained.plant, \
+        dt if dt is not None else trained.dt, trained.lipnet_version
 
 
 def writable_folder(out: Path, example: str) -> None:
@@ -114,7 +110,7 @@ def _destination(out: Path) -> Path:
 
 def _is_lipnet_model(path: Path) -> bool:
     try:
-        return read_metadata(path, check=False).get("lipnet.format") == FORMAT
+        return read_metadata(path, check=False).get(FORMAT_KEY) == FORMAT
     except Exception:  # noqa: BLE001 - anything unreadable is not ours
         return False
 
@@ -222,7 +218,7 @@ def export_controller(controller_or_run_dir, out_path, opset: int = DEFAULT_OPSE
                           f"--opset {MIN_OPSET}..{newest}")
     if not 1 <= int(samples) <= 10_000_000:
         raise ExportError(f"samples must be from 1 to 10000000 parity states per region (default 10000), got {samples}")
-    controller, run_dir, plant, dt, ckpt = _resolve(controller_or_run_dir, plant, dt)
+    controller, run_dir, plant, dt, version = _resolve(controller_or_run_dir, plant, dt)
     out = _destination(Path(out_path))
     tol = float(tolerance) if tolerance is not None else (FP16_TOLERANCE if fp16 else FLOAT32_TOLERANCE)
     # Every claim of the run's certificate is re-verified before anything is written.
@@ -236,7 +232,7 @@ def export_controller(controller_or_run_dir, out_path, opset: int = DEFAULT_OPSE
                 raise ExportError(f"opset {opset} was asked for but torch {torch.__version__}'s exporter produced "
                                   f"opset {produced}; use an opset it supports (--opset {produced})")
             upper, entries = _bounds(controller, model, fp16)
-            report = _write_checked(controller, model, tmp, plant, dt, ckpt, cert, fresh, upper, entries, fp16,
+            report = _write_checked(controller, model, tmp, plant, dt, version, cert, fresh, upper, entries, fp16,
                                     int(opset), samples, seed, tol)
     except OSError as exc:
         if isinstance(exc, LipnetError):
@@ -255,7 +251,7 @@ def _seal(model) -> None:
     set_metadata(model, {DIGEST_KEY: graph_digest(model.SerializeToString(), _props(model))})
 
 
-def _write_checked(controller, model, tmp: Path, plant, dt, ckpt, cert, fresh, upper, entries, fp16, opset,
+def _write_checked(controller, model, tmp: Path, plant, dt, version, cert, fresh, upper, entries, fp16, opset,
                    samples, seed, tol) -> ExportReport:
     import onnx
 
@@ -264,8 +260,8 @@ def _write_checked(controller, model, tmp: Path, plant, dt, ckpt, cert, fresh, u
     precision = "float16" if fp16 else "float32"
     own_cert = {"source": "lipnet export", "status": cert.status, "reason": cert.reason,
                 "tightest_upper": upper, "bounds": entries}
-    meta = {"lipnet.format": FORMAT, "lipnet.version": __version__, "lipnet.plant": plant,
-            "lipnet.dt": None if dt is None else float(dt), "lipnet.n_x": controller.n_x,
+    meta = {FORMAT_KEY: FORMAT, "lipnet.version": __version__, PLANT_KEY: plant,
+            DT_KEY: None if dt is None else float(dt), "lipnet.n_x": controller.n_x,
             "lipnet.n_u": controller.n_u, "lipnet.state_offset": controller.state_offset.tolist(),
             "lipnet.state_scale": controller.state_scale.tolist(),
             "lipnet.action_limits": _limits_meta(controller), "lipnet.activation": controller.activation,
@@ -280,8 +276,8 @@ def _write_checked(controller, model, tmp: Path, plant, dt, ckpt, cert, fresh, u
                                 "torch": torch.__version__, "onnx": onnx.__version__}}
     if cert.network_hash:
         meta["lipnet.network_hash"] = cert.network_hash
-    if ckpt.get("lipnet_version"):
-        meta["lipnet.checkpoint_version"] = ckpt["lipnet_version"]
+    if version:
+        meta["lipnet.checkpoint_version"] = version
     set_metadata(model, meta)
     try:
         onnx.checker.check_model(model, full_check=True)

@@ -31,8 +31,7 @@ def training_box(controller, plant_spec: str | None = None) -> tuple[np.ndarray,
             import plants
 
             plant = plants.load(plant_spec)
-            dist = plant.init_eval
-            half = np.asarray(dist.scale, np.float64) * (3.0 if dist.kind == "normal" else 1.0)
+            half = plant.eval_box()
             centre = np.asarray(plant.x_eq, np.float64)
             if centre.shape == (controller.n_x,) and half.shape == (controller.n_x,) and (half > 0).all():
                 return centre, half, f"plant {plant_spec!r}: evaluation box of initial states"
@@ -84,22 +83,15 @@ def torch_actions(controller, states: np.ndarray) -> np.ndarray:
     return controller(torch.as_tensor(states, dtype=torch.float32)).numpy()
 
 
+@torch.no_grad()
 def working_magnitude(controller, states: np.ndarray) -> np.ndarray:
     """`m(x)`: the largest |pre-activation| of any layer (output layer included) per state, float64."""
-    from lipnet.certify.network import input_features
+    from lipnet.certify.empirical import network_forward
+    from lipnet.certify.network import mlp_of
 
-    periodic = tuple(getattr(controller, "periodic", ()))
-    z = input_features(states, periodic, controller.periodic_center() if periodic else None)
-    m = np.zeros(len(z))
-    weights = controller.folded_weights()
-    for i, (w, b) in enumerate(weights):
-        z = z @ w.T + b
-        m = np.maximum(m, np.abs(z).max(axis=1))
-        if i < len(weights) - 1:
-            # The magnitude, not the exact value, matters: |σ(z)| ≤ |z| for relu, tanh and groupsort alike.
-            z = np.abs(z) if controller.activation == "groupsort" else (np.maximum(z, 0) if
-                                                                     controller.activation == "relu" else np.tanh(z))
-    return m
+    pre: list[torch.Tensor] = []
+    network_forward(mlp_of(controller), torch.as_tensor(np.asarray(states, dtype=np.float64)), preactivations=pre)
+    return np.max([z.abs().amax(dim=-1).numpy() for z in pre], axis=0)
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray, scale: np.ndarray | None = None) -> dict:

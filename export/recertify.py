@@ -14,7 +14,10 @@ import math
 
 import numpy as np
 
-from .bounds import RunCertificate, spectral_product
+from lipnet.certify.bounds import spectral_bound
+from lipnet.certify.certificate import stated_bounds
+
+from .bounds import RunCertificate
 from .errors import ExportError
 
 __all__ = ["exported_bounds", "recheck", "FAST_METHODS", "CLAIM_RTOL"]
@@ -33,7 +36,7 @@ def exported_bounds(exported: list[np.ndarray], activation: str, where: str) -> 
     from lipnet.certify.lmi import lmi_of_mlp
     from lipnet.certify.network import activation_slope
 
-    entries = [{"method": "spectral-product", "value": spectral_product(exported), "sound": True,
+    entries = [{"method": "spectral-product", "value": spectral_bound(exported), "sound": True,
                 "applies_to": where, "note": "Π‖Ŵ_l‖₂ of the weights read back from the file, float64 SVD"}]
     slope = activation_slope(activation)
     if slope is not None and slope[0] == 0.0 and len(exported) > 1:
@@ -43,19 +46,6 @@ def exported_bounds(exported: list[np.ndarray], activation: str, where: str) -> 
                             "applies_to": where, "note": "LipSDP-neuron LMI on the weights read back from the file, "
                             f"verified in float64 (inflation {res['inflation']:.0e})"})
     return entries
-
-
-def _claims(cert: dict) -> list[tuple[str, float]]:
-    out = []
-    for entry in cert.get("bounds") or []:
-        if isinstance(entry, dict) and entry.get("sound") and isinstance(entry.get("value"), (int, float)):
-            out.append((str(entry.get("method")), float(entry["value"])))
-    tight = cert.get("tightest_upper")
-    if isinstance(tight, dict) and isinstance(tight.get("value"), (int, float)):
-        out.append((str(tight.get("method")), float(tight["value"])))
-    elif isinstance(tight, (int, float)):
-        out.append(("tightest_upper", float(tight)))
-    return out
 
 
 def recheck(run_cert: RunCertificate, controller, plant) -> tuple[RunCertificate, dict | None]:
@@ -82,7 +72,7 @@ def recheck(run_cert: RunCertificate, controller, plant) -> tuple[RunCertificate
                           "re-run `lipnet certify` or pass the plant with --plant") from None
     recomputed = {b.method: b.value for b in fresh.bounds if b.sound and b.value is not None}
     tightest_fresh = min(recomputed.values()) if recomputed else math.inf
-    for method, value in _claims(claimed):
+    for method, value in stated_bounds(claimed):
         reference = recomputed.get(method)
         if reference is None:
             if method == "lipsdp-neuron":

@@ -27,7 +27,8 @@ import onnxruntime as ort
 
 __all__ = ["session", "ControllerSession", "ModelError", "ProviderError", "ProviderFallbackWarning",
            "PROVIDERS", "CALL_PATHS", "INPUT_NAME", "OUTPUT_NAME", "decode_metadata", "provider_chain",
-           "graph_digest", "DIGEST_KEY", "FORMAT_KEY", "check_integrity", "VERIFIED", "UNVERIFIED", "NOT_CHECKED"]
+           "graph_digest", "DIGEST_KEY", "FORMAT_KEY", "PLANT_KEY", "DT_KEY", "recorded_plant", "check_integrity",
+           "VERIFIED", "UNVERIFIED", "NOT_CHECKED"]
 
 INPUT_NAME, OUTPUT_NAME = "state", "action"
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
@@ -116,6 +117,17 @@ def graph_digest(model: bytes, props: dict[str, str] | None = None) -> str:
 
 
 FORMAT_KEY = "lipnet.format"  # present in every model lipnet exports
+PLANT_KEY, DT_KEY = "lipnet.plant", "lipnet.dt"  # the plant spec and sample time the controller was trained for
+
+
+def recorded_plant(metadata: dict) -> tuple[str, float | None]:
+    """The plant spec ("" when none) and the sample time (None when none or 0) a model's decoded metadata record."""
+    try:
+        dt = float(metadata[DT_KEY]) or None
+    except (KeyError, TypeError, ValueError):
+        dt = None
+    return str(metadata.get(PLANT_KEY) or ""), dt
+
 VERIFIED = "verified"
 UNVERIFIED = "unverified (no lipnet metadata)"
 NOT_CHECKED = "not checked (verify=False)"

@@ -10,6 +10,7 @@ import numpy as np
 from hil.host import HilConfig, HilHost, HilRecord
 from hil.report import hil_report, sim_report, write_report
 from hil.simulate import Policy, SimRecord, load_policy, simulate
+from lipnet.exceptions import LipnetValue
 
 __all__ = ["load_plant", "initial_state", "run_hil", "run_simulation"]
 
@@ -34,10 +35,10 @@ def initial_state(plant, x0=None, seed: int = 0) -> np.ndarray:
         try:
             x0 = [float(v) for v in x0.replace(" ", "").split(",") if v]
         except ValueError:
-            raise ValueError(f"--x0 {x0!r}: give {plant.n_x} comma-separated numbers") from None
+            raise LipnetValue(f"--x0 {x0!r}: give {plant.n_x} comma-separated numbers") from None
     x0 = np.asarray(x0, dtype=np.float64).reshape(-1)
     if x0.size != plant.n_x or not np.isfinite(x0).all():
-        raise ValueError(f"x0 must be {plant.n_x} finite numbers (the plant's state), got {x0.tolist()}")
+        raise LipnetValue(f"x0 must be {plant.n_x} finite numbers (the plant's state), got {x0.tolist()}")
     return x0
 
 
@@ -82,7 +83,7 @@ def run_simulation(plant, model, x0=None, duration: float | None = None, steps: 
     policy = model if isinstance(model, Policy) else load_policy(model)
     if plant is None:
         if not policy.plant_spec:
-            raise ValueError(f"{model} does not record its plant; give --plant SPEC")
+            raise LipnetValue(f"{model} does not record its plant; give --plant SPEC")
         plant = policy.plant_spec
     plant = load_plant(plant)
     x0 = initial_state(plant, x0, seed)
@@ -90,7 +91,7 @@ def run_simulation(plant, model, x0=None, duration: float | None = None, steps: 
         from plants import MAX_HORIZON
 
         if duration is not None and not (math.isfinite(duration) and 0 < duration / plant.dt <= MAX_HORIZON):
-            raise ValueError(f"duration must be > 0 s and at most {MAX_HORIZON} steps of dt = {plant.dt:g} s "
+            raise LipnetValue(f"duration must be > 0 s and at most {MAX_HORIZON} steps of dt = {plant.dt:g} s "
                              f"({MAX_HORIZON * plant.dt:g} s), got {duration}")
         steps = max(1, round(duration / plant.dt)) if duration is not None else int(plant.horizon)
     sim = simulate(plant, policy, x0, steps)

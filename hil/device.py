@@ -28,6 +28,7 @@ from hil.realtime import realtime
 __all__ = ["DeviceAgent", "parse_address", "main", "DEFAULT_PORT", "PROVIDERS"]
 
 DEFAULT_PORT = 9870
+# `export.runtime.PROVIDERS`' names, restated so that `--help` needs no onnxruntime (a test keeps them equal).
 PROVIDERS = ("cpu", "cuda", "tensorrt")
 C_SUFFIXES = (".c", ".so", ".dylib")  # a C controller: served through ctypes (export.c_build)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lipnet.exceptions import LipnetValue
+
 __all__ = ["FALLBACKS", "Fallback", "make_fallback"]
 
 FALLBACKS = ("hold", "zero", "lqr")
@@ -18,9 +20,9 @@ class Fallback:
 
     def __init__(self, kind: str, n_u: int, u_eq=None, u_low=None, u_high=None, K=None, x_eq=None):
         if kind not in FALLBACKS:
-            raise ValueError(f"unknown fallback {kind!r}; valid: {', '.join(FALLBACKS)}")
+            raise LipnetValue(f"unknown fallback {kind!r}; valid: {', '.join(FALLBACKS)}")
         if kind == "lqr" and K is None:
-            raise ValueError("fallback 'lqr' needs the plant's LQR gain K")
+            raise LipnetValue("fallback 'lqr' needs the plant's LQR gain K")
         self.kind, self.n_u = kind, int(n_u)
         self.u_eq = np.zeros(self.n_u) if u_eq is None else np.asarray(u_eq, float).reshape(self.n_u)
         self.lo = np.full(self.n_u, -np.inf) if u_low is None else np.asarray(u_low, float).reshape(self.n_u)

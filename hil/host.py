@@ -25,7 +25,7 @@ from hil import wire
 from hil.fallback import FALLBACKS, make_fallback
 from hil.realtime import realtime
 from hil.stepper import PlantStepper
-from lipnet.exceptions import LipnetDimension, LipnetError
+from lipnet.exceptions import LipnetDimension, LipnetError, LipnetValue
 
 __all__ = ["HilConfig", "HilRecord", "HilHost", "DeviceUnreachable", "STATUS_NAMES", "run_failure",
            "OK", "TIMEOUT", "INJECTED", "UNREACHABLE", "SKIPPED", "INVALID"]
@@ -81,23 +81,23 @@ class HilConfig:
 
     def __post_init__(self):
         if not (0 < self.rate <= 1e6 and self.duration > 0 and self.rate * self.duration <= MAX_TICKS):
-            raise ValueError(f"rate must be in (0, 1e6] Hz and duration > 0 s with at most {MAX_TICKS} ticks in all, "
+            raise LipnetValue(f"rate must be in (0, 1e6] Hz and duration > 0 s with at most {MAX_TICKS} ticks in all, "
                              f"got rate={self.rate}, duration={self.duration}")
         if self.deadline is None:
             self.deadline = 0.7 / self.rate
         if not 0 < self.deadline <= 1.0 / self.rate:
-            raise ValueError(f"deadline {self.deadline * 1e3:.3f} ms must be in (0, period = "
+            raise LipnetValue(f"deadline {self.deadline * 1e3:.3f} ms must be in (0, period = "
                              f"{1e3 / self.rate:.3f} ms]; lower the rate or the deadline")
         if self.fallback not in FALLBACKS:
-            raise ValueError(f"unknown fallback {self.fallback!r}; valid: {', '.join(FALLBACKS)}")
+            raise LipnetValue(f"unknown fallback {self.fallback!r}; valid: {', '.join(FALLBACKS)}")
         if not 0 <= self.loss < 1:
-            raise ValueError(f"loss must be a probability in [0, 1), got {self.loss}")
+            raise LipnetValue(f"loss must be a probability in [0, 1), got {self.loss}")
         if not self.delay >= 0:
-            raise ValueError(f"delay must be >= 0 s, got {self.delay}")
+            raise LipnetValue(f"delay must be >= 0 s, got {self.delay}")
         if not self.stall > 0:
-            raise ValueError(f"stall must be > 0 s (misses at the end that fail the run), got {self.stall}")
+            raise LipnetValue(f"stall must be > 0 s (misses at the end that fail the run), got {self.stall}")
         if self.max_miss_ratio is not None and not 0 <= self.max_miss_ratio <= 1:
-            raise ValueError(f"max_miss_ratio must be in [0, 1], got {self.max_miss_ratio}")
+            raise LipnetValue(f"max_miss_ratio must be in [0, 1], got {self.max_miss_ratio}")
 
     @property
     def steps(self) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from hil.stats import longest_burst, period_stats, summary_us
-from lipnet.fileio import atomic_write
+from lipnet.fileio import atomic_savefig, atomic_savez, atomic_write
 
 __all__ = ["performance", "compare", "hil_report", "sim_report", "write_report", "plot_trajectory",
            "plot_latency", "json_safe", "PARITY_RTOL"]
@@ -140,11 +140,7 @@ def write_report(out_dir, report: dict, arrays: dict, plant, reference=None, lat
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    def savez(tmp: Path) -> None:
-        with tmp.open("wb") as fh:  # a file object: np.savez would append .npz to the temporary's name
-            np.savez(fh, **arrays)
-
-    atomic_write(out / "trajectory.npz", savez)
+    atomic_savez(out / "trajectory.npz", arrays)
     report["files"] = {"trajectory": "trajectory.npz"}
     if plots:
         t = np.arange(len(arrays["x"])) * float(plant.dt)
@@ -183,7 +179,7 @@ def plot_trajectory(path, t, x, u, plant, reference=None, misses=None, title: st
     axes[0, 0].legend(loc="upper right", fontsize=8)
     axes[-1, 0].set_xlabel("plant time [s]")
     fig.subplots_adjust(left=0.12, right=0.97, top=0.97, bottom=0.6 / fig.get_figheight(), hspace=0.15)
-    _save_png(fig, path)
+    atomic_savefig(fig, path, dpi=90)
 
 
 def plot_latency(path, series_ns: dict) -> None:
@@ -206,13 +202,5 @@ def plot_latency(path, series_ns: dict) -> None:
         ax.set_ylabel("count")
     # Fixed margins: tight_layout costs seconds on a loaded machine.
     fig.subplots_adjust(left=0.1, right=0.97, top=0.97, bottom=0.5 / fig.get_figheight(), hspace=0.5)
-    _save_png(fig, path)
+    atomic_savefig(fig, path, dpi=90)
 
-
-def _save_png(fig, path) -> None:
-    import matplotlib.pyplot as plt
-
-    try:  # format given: the temporary's name ends in .tmp
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
-    finally:
-        plt.close(fig)

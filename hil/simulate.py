@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hil.stepper import PlantStepper
+from lipnet.exceptions import LipnetDimension, LipnetValue
 
 __all__ = ["Policy", "load_policy", "simulate", "SimRecord"]
 
@@ -40,10 +41,10 @@ class Policy:
 def _torch_policy(path: Path) -> Policy:
     import torch
 
-    from lipnet.train.checkpoint import load_checkpoint, load_controller
+    from lipnet.train.checkpoint import load_trained
 
-    ckpt = load_checkpoint(path)
-    ctrl = load_controller(path)
+    trained = load_trained(path)
+    ctrl = trained.controller
     buf = torch.zeros(1, ctrl.n_x, dtype=torch.float32)
     view = buf.numpy()[0]
 
@@ -52,10 +53,8 @@ def _torch_policy(path: Path) -> Policy:
         with torch.no_grad():
             return ctrl(buf).numpy()[0].copy()
 
-    dt = ckpt.get("dt")
-    return Policy(fn, ctrl.n_x, ctrl.n_u, str(path), "torch", ckpt.get("plant") or "",
-                  float(dt) if dt else None, {"lipschitz_bound": ctrl.lipschitz_bound()},
-                  "not applicable (torch checkpoint)")
+    return Policy(fn, ctrl.n_x, ctrl.n_u, str(path), "torch", trained.plant, trained.dt or None,
+                  {"lipschitz_bound": ctrl.lipschitz_bound()}, "not applicable (torch checkpoint)")
 
 
 def load_policy(model, provider: str = "cpu") -> Policy:
@@ -68,22 +67,18 @@ def load_policy(model, provider: str = "cpu") -> Policy:
         raise FileNotFoundError(f"no controller at {path}: give a run folder, a controller.onnx or a controller.c")
     if path.suffix in (".c", ".so", ".dylib"):  # a C export, compiled here and called through ctypes
         from export.c_build import load_c_policy
+        from export.runtime import recorded_plant
 
         pol = load_c_policy(path)
-        dt = pol.metadata.get("lipnet.dt")
-        return Policy(pol, pol.n_x, pol.n_u, str(path), "c", str(pol.metadata.get("lipnet.plant") or ""),
-                      float(dt) if dt else None, pol.metadata, pol.integrity)
+        return Policy(pol, pol.n_x, pol.n_u, str(path), "c", *recorded_plant(pol.metadata), pol.metadata,
+                      pol.integrity)
     if path.suffix == ".onnx":
-        from export.runtime import session
+        from export.runtime import recorded_plant, session
 
         sess = session(str(path), provider=provider)
         meta = dict(getattr(sess, "metadata", {}) or {})
-        try:
-            dt = float(meta["lipnet.dt"]) or None
-        except (KeyError, TypeError, ValueError):
-            dt = None
-        return Policy(sess, int(sess.n_x), int(sess.n_u), str(path), "onnx", str(meta.get("lipnet.plant") or ""), dt,
-                      meta, sess.integrity)
+        return Policy(sess, int(sess.n_x), int(sess.n_u), str(path), "onnx", *recorded_plant(meta), meta,
+                      sess.integrity)
     return _torch_policy(path)
 
 
@@ -124,8 +119,6 @@ def simulate(plant, policy, x0, steps: int, stepper: PlantStepper | None = None)
     stepper = stepper or PlantStepper(plant)
     n_x, n_u = stepper.n_x, stepper.n_u
     if (policy.n_x, policy.n_u) != (n_x, n_u):
-        from lipnet.exceptions import LipnetDimension
-
         raise LipnetDimension(f"controller {policy.source} maps {policy.n_x} states to {policy.n_u} actions but "
                               f"the plant has n_x={n_x}, n_u={n_u}")
     x = np.empty((steps + 1, n_x))
@@ -133,7 +126,7 @@ def simulate(plant, policy, x0, steps: int, stepper: PlantStepper | None = None)
     comp, step_ns = np.zeros(steps, np.int64), np.zeros(steps, np.int64)
     x[0] = np.asarray(x0, dtype=np.float64).reshape(n_x)
     if not np.isfinite(x[0]).all():
-        raise ValueError(f"x0 must be finite, got {x[0].tolist()}")
+        raise LipnetValue(f"x0 must be finite, got {x[0].tolist()}")
     state = np.empty(n_x, np.float32)
     clock, isfinite, dt = time.perf_counter_ns, np.isfinite, float(getattr(stepper.plant, "dt", 1.0))
     failure, done = None, steps

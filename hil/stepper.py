@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from plants.errors import PlantSpecError
+
 __all__ = ["PlantStepper"]
 
 
@@ -34,12 +36,12 @@ class PlantStepper:
             except (RuntimeError, TypeError):  # a plant with float32-only constants
                 continue
             if tuple(y.shape) != (1, self.n_x):
-                raise ValueError(f"plant {getattr(plant, 'name', plant)!r}.step returned shape {tuple(y.shape)} "
-                                 f"for a batch of one; expected (1, {self.n_x})")
+                raise PlantSpecError(f"plant {getattr(plant, 'name', plant)!r}.step returned shape "
+                                     f"{tuple(y.shape)} for a batch of one; expected (1, {self.n_x})")
             self.dtype = dtype
             break
         else:
-            raise TypeError(f"plant {getattr(plant, 'name', plant)!r}.step fails on [1, n_x] float tensors")
+            raise PlantSpecError(f"plant {getattr(plant, 'name', plant)!r}.step fails on [1, n_x] float tensors")
         self._xn, self._un = self._x.numpy()[0], self._u.numpy()[0]  # numpy views sharing memory
         self._step = plant.step
 

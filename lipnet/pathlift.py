@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lipnet.exceptions import LipnetArgument, LipnetDimension
+from lipnet.exceptions import LipnetArgument, LipnetDimension, LipnetValue
 
 __all__ = ["as_weights", "layer_weights", "path_norm", "path_magnitude_diag", "input_path_matrix",
            "enumerate_paths", "brute_force_path_norm", "brute_force_path_magnitude_diag"]
@@ -94,7 +94,7 @@ def path_norm(weights, q: float = 1.0, biases: bool = True) -> float:
     ws = as_weights(weights)
     q = float(q)
     if not q > 0:
-        raise ValueError(f"q must be positive (or inf), got {q}")
+        raise LipnetValue(f"q must be positive (or inf), got {q}")
     if math.isinf(q):
         v = np.ones(ws[0][0].shape[1])
         for w, b in ws:

@@ -204,8 +204,8 @@ def lqr(plant: Plant, clip: bool = True) -> LQR:
     try:
         K, P, E = control.dlqr(A, B, plant.Q, plant.R)
     except Exception as e:  # e.g. unstabilisable pair or R not positive definite
-        raise ValueError(f"LQR of {plant.name!r} failed at its equilibrium: {type(e).__name__}: {e}; the "
-                         f"linearisation must be stabilisable with Q >= 0, R > 0") from e
+        raise PlantSpecError(f"LQR of {plant.name!r} failed at its equilibrium: {type(e).__name__}: {e}; the "
+                             f"linearisation must be stabilisable with Q >= 0, R > 0") from e
     K, P = np.asarray(K, float), np.asarray(P, float)
     policy = LQRPolicy(K, plant.x_eq, plant.u_eq, plant.u_low, plant.u_high, clip=clip, periodic=plant.periodic)
     return LQR(K=K, P=P, A=A, B=B, x_eq=plant.x_eq.copy(), u_eq=plant.u_eq.copy(), poles=np.asarray(E),

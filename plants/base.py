@@ -100,6 +100,14 @@ class Plant:
         dist = {"train": self.init_train, "eval": self.init_eval}[split]
         return dist.sample(n, self.x_eq, generator=generator, dtype=dtype)
 
+    def eval_box(self) -> np.ndarray:
+        """Half-widths (float64) of the evaluation region around `x_eq`: the `init_eval` box, or ±3σ of its Gaussian.
+
+        The one box that certification, export's parity states and the regions of attraction sample or prove in.
+        """
+        dist = self.init_eval
+        return np.abs(np.asarray(dist.scale, dtype=np.float64)) * (3.0 if dist.kind == "normal" else 1.0)
+
     def const(self, name: str, like: torch.Tensor) -> torch.Tensor:
         """The numpy attribute `name` (e.g. `Q`, `x_eq`) as a tensor of `like`'s dtype and device, cached.
 
@@ -214,19 +222,35 @@ def wrap_angles(d: torch.Tensor, periodic) -> torch.Tensor:
     return d.index_copy(-1, torch.as_tensor(idx, device=d.device), wrapped)
 
 
-def periodic_indices(value, n: int) -> tuple[int, ...]:
-    """`value` as sorted unique state indices in [0, n), or `PlantSpecError` naming `periodic`."""
-    items = [value] if np.ndim(value) == 0 else list(np.asarray(value).reshape(-1)) if len(value) else []
+def periodic_indices(value, n: int, strict: bool = False) -> tuple[int, ...]:
+    """`value` as unique state indices in [0, n) (the 2π-periodic angles), or `PlantSpecError` saying what is wrong.
+
+    A plant's rule (default): one index or a sequence of integral numbers (a spec's options give `1.0`), returned
+    sorted. `strict`, the controller's (its input features follow the order given): None for none, else a sequence
+    of integers (no bool, no float), kept in its order.
+    """
+    if strict:
+        if value is None:
+            return ()
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise PlantSpecError(f"periodic must be a sequence of state indices, got {value!r}")
+        items = list(value)
+    else:
+        items = [value] if np.ndim(value) == 0 else list(np.asarray(value).reshape(-1)) if len(value) else []
     out = []
     for v in items:
+        if strict and (isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))):
+            raise PlantSpecError(f"periodic must hold integer state indices, got {v!r} in {items!r}")
         f = float(v) if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) else math.nan
-        if not (f == int(f) if math.isfinite(f) else False) or not 0 <= f < n:
+        if not (math.isfinite(f) and f == int(f)):
             raise PlantSpecError(f"periodic must be state indices from 0 to {n - 1} (the 2π-periodic angles), "
                                  f"got {value!r}")
+        if not 0 <= f < n:
+            raise PlantSpecError(f"periodic index {int(f)} is out of range for n_x={n} (valid: 0..{n - 1})")
+        if int(f) in out:
+            raise PlantSpecError(f"periodic index {int(f)} is repeated in {items!r}")
         out.append(int(f))
-    if len(set(out)) != len(out):
-        raise PlantSpecError(f"periodic lists an index twice: {value!r}")
-    return tuple(sorted(out))
+    return tuple(out) if strict else tuple(sorted(out))
 
 
 def initial_states(x0_std, x0_box, n: int, eval_factor: float = 1.5) -> dict[str, InitialStates]:

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_path", "clean_stale_temporaries", "TEMP_PATTERN"]
+__all__ = ["atomic_write", "atomic_path", "atomic_savez", "atomic_savefig", "clean_stale_temporaries", "TEMP_PATTERN"]
 
 TEMP_PATTERN = re.compile(r"^\..+\.lipnet-(\d+)-[^.]+\.tmp$")
 
@@ -91,3 +91,24 @@ def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[Path], N
             with open(tmp, "wb") as fh:
                 fh.write(data.encode(encoding) if isinstance(data, str) else bytes(data))
     return path
+
+
+def atomic_savez(path: str | os.PathLike, arrays: dict) -> Path:
+    """`np.savez(path, **arrays)` through `atomic_write`; returns `path`."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to the temporary's name
+            np.savez(fh, **arrays)
+
+    return atomic_write(path, write)
+
+
+def atomic_savefig(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """A matplotlib figure as a PNG at `path` through `atomic_write`, then closed (also when saving fails)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
+    finally:
+        plt.close(fig)

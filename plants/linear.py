@@ -11,7 +11,7 @@ import torch
 
 from .base import Plant, initial_states, positive_number, real_array, real_numbers
 from .errors import PlantSpecError
-from .fileio import atomic_write
+from .fileio import atomic_savez
 from .options import MAX_HORIZON, check_keys, diag_option, parse_value, positive_int
 
 __all__ = ["LinearPlant", "from_lti", "c2d_zoh", "save_npz", "DEFAULT_DT", "LINEAR_OPTIONS", "apply_linear_options"]
@@ -213,10 +213,6 @@ def save_npz(plant: LinearPlant, path: str) -> str:
     if hi is not None:
         arrays["u_max"] = hi
     path = os.path.realpath(os.path.expanduser(str(path)))  # the spec must name this file from any directory
-    def write(tmp):
-        with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to the temporary's name
-            np.savez(fh, **arrays)
-
-    atomic_write(path, write)
+    atomic_savez(path, arrays)
     plant.spec = make_spec(path, {} if plant.horizon == 200 else {"horizon": plant.horizon})
     return plant.spec

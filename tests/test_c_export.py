@@ -17,12 +17,12 @@ import torch
 from toys import random_controller  # random weights whose outputs span the saturation
 
 from export import c_export
-from export.bounds import spectral_product
 from export.c_build import CBuildError, CModelError, compile_shared, find_compiler, load_c_policy
 from export.c_export import export_c
 from export.c_source import SUPPORTED_ACTIVATIONS, c_literal, c_string, read_info, source_digest
 from export.errors import ExportError, ParityError
 from export.parity import working_magnitude
+from lipnet.certify.bounds import spectral_bound as spectral_product
 from lipnet.cli import main
 from lipnet.nn import Controller
 from lipnet.nn.activations import ACTIVATIONS

@@ -121,6 +121,12 @@ def test_missing_gpu_provider_falls_back_with_a_clear_message(model_file, provid
         session(model_file[0], provider=provider, strict=True)
 
 
+def test_the_device_agent_offers_the_runtime_providers():
+    from hil.device import PROVIDERS
+
+    assert PROVIDERS == tuple(runtime.PROVIDERS)
+
+
 def test_provider_chain_options(tmp_path):
     assert [p for p, _ in provider_chain("cpu")] == ["CPUExecutionProvider"]
     assert [p for p, _ in provider_chain("cuda", device_id=1)] == ["CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -90,15 +90,23 @@ def _all_converge(plant, policy, region, scale=1.0, n=10_000, steps=None, seed=0
         return np.einsum("bi,ij,bj->b", e, P, e)
 
     v = V(x)
+    target = max(rho0, 1e-3 * region["rho"] * scale)
+    budget = steps or 20 * plant.horizon
     with torch.no_grad():
-        for _ in range(steps or 20 * plant.horizon):
+        # A start near a slow passage (a ghost equilibrium of the perturbed loop) may take many more steps; those
+        # few keep going (up to 50× the budget) as long as V keeps decreasing.
+        for k in range(50 * budget):
+            if k >= budget and np.all(v <= target):
+                break
+            keep = v > target if k >= budget else slice(None)
+            x, v = x[keep], v[keep]
             x = plant.step(x, policy.torch(x))
             v_next = V(x)
             if not np.all(np.isfinite(v_next)) or np.any((v > rho0) & (v_next >= v)):
                 return False
             v = v_next
     # Near x_eq the contraction can be slow (a slow-rate V): "converged" is V down to a thousandth of the level.
-    return bool(np.all(v <= max(rho0, 1e-3 * region["rho"] * scale)))
+    return bool(np.all(v <= target))
 
 
 def _anchored_mlp(K, u_eq, lim, seed, eps):

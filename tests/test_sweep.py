@@ -393,26 +393,38 @@ def _benchmark(name: str):
     return mod
 
 
-def test_optimizer_benchmark_is_a_sweep_definition_and_a_table():
+def test_optimizer_benchmark_records_tables_and_targets(tmp_path):
     bench = _benchmark("optimizers")
 
     class Args:
-        plants, optimizers, steps, batch, seeds, sweep_seeds = "double_integrator,pendulum", "agd,sphere-mm,adam", 60, \
-            128, 2, 0
-        warmup, hidden, orthogonal = 50, "64,64", False
+        random, wide, tasks, steps = 2, False, "", 300
 
-    sweep = {"adam": [1e-3, 1e-2, 1e-1]}
-    trials = expand(bench.sweep_spec(Args, sweep))
-    assert len(trials) == 2 * 2 * 2 + 2 * 3 * 2
-    assert {t.config["train"]["steps"] for t in trials} == {60}
-    assert {t.config["train"]["lr"] for t in trials if t.config["train"]["optimizer"] == "adam"} == set(sweep["adam"])
-    runs = [{"plant": "p", "optimizer": "adam", "lr": lr, "seed": s, "final_ratio": ratio, "wall_s": 1.0,
-             "success": 1.0} for lr, s, ratio in ((1e-3, 0, 3.0), (1e-3, 1, 2.0), (1e-2, 0, 1.5), (1e-2, 1, 1.2))]
-    runs += [{"plant": "p", "optimizer": "agd", "lr": 0.0, "seed": 0, "final_ratio": 1.1, "wall_s": 2.0,
-              "success": 1.0}]
-    table = bench.table_of(runs, sweep)
-    assert [(t["optimizer"], t["lr"]) for t in table] == [("adam", 1e-2), ("agd", None)]
-    assert table[0]["median_final_ratio"] == pytest.approx(1.35)
+    assert list(bench.tasks_of(Args)) == ["double_integrator", "dcmotor", "msd", "pvtol", "random-0", "random-1"]
+    assert bench.base_config(Args) == {"train.steps": 300}
+    run_dir = tmp_path / "t1"
+    run_dir.mkdir()
+    (run_dir / "metrics.csv").write_text("step,seconds,eval_cost_ratio\n25,1.0,1.5\n26,1.1,\n50,2.0,1.005\n")
+    rec = bench.record({"trial": "t1", "status": "done", "cost_vs_lqr_optimum": "1.004", "seed": "3",
+                        "wall_seconds": "4.0", "steps": "50"}, tmp_path, "di", "sphere-mm", wide=False)
+    assert (rec["final"], rec["ttt_steps"], rec["ttt_s"], rec["diverged"], rec["seed"]) == (1.004, 50, 2.0, False, 3)
+    bad = bench.record({"trial": "none", "status": "failed", "error": "boom"}, tmp_path, "di", "dog", wide=False)
+    assert bad["diverged"] and bad["final"] == float("inf") and bad["error"] == "boom"
+
+    def run(opt, seed, final, wall=1.0):
+        return {"task": "di", "optimizer": opt, "seed": seed, "final": final, "wall_s": wall, "steps": 100,
+                "ttt_steps": None, "ttt_s": None, "diverged": final > 10, "lr": 0.01 if opt == bench.TUNED else 0.0}
+
+    runs = [run("sphere-mm", 0, 1.001), run("sphere-mm", 1, 1.02), run("prodigy", 0, 1.002), run("prodigy", 1, 1.01),
+            run(bench.TUNED, 0, 1.0005), run(bench.TUNED, 1, 1.0)]
+    table = bench.table_of(runs)
+    assert [(t["optimizer"], t["median_final"], t["worst_final"]) for t in table] == [
+        ("sphere-mm", pytest.approx(1.0105), 1.02), ("prodigy", pytest.approx(1.006), 1.01),
+        (bench.TUNED, pytest.approx(1.00025), 1.0005)]
+    targets = bench.targets_of(runs, [{"wall_s": 5.0, "trials": []}], ["di"])
+    assert targets["ahead_per_peer"]["prodigy"] == (1, 2) and targets["ahead_of_every_peer"] == (1, 2)
+    assert targets["within_1pct_of_tuned_adam"] == (1, 2)
+    assert targets["wall_s_default_vs_tuned_adam"] == (2.0, 7.0)
+    assert targets["default_within_1.01_every_linear_run"] == (1, 2)
 
 
 # --------------------------------------------------------------------------------------- a multi-node cluster

@@ -4,7 +4,7 @@
 `read_certificate`; `network_hash(controller)` binds a certificate to the folded float64 weights and limits.
 """
 
-from .bounds import DEFAULT_METHODS, METHODS, BoundRecord, pathnorm_available, upper_bound, upper_bounds
+from .bounds import DEFAULT_METHODS, METHODS, BoundRecord, upper_bound, upper_bounds
 from .certificate import (
     CERTIFICATE_NAME,
     Certificate,
@@ -19,5 +19,5 @@ from .network import MLP, mlp_of, network_hash
 
 __all__ = ["certify_controller", "Certificate", "write_certificate", "read_certificate", "network_hash",
            "CERTIFICATE_NAME", "default_region", "BoundRecord", "METHODS", "DEFAULT_METHODS", "upper_bound",
-           "upper_bounds", "pathnorm_available", "closed_loop_certificate", "small_gain", "LowerBound", "Region",
+           "upper_bounds", "closed_loop_certificate", "small_gain", "LowerBound", "Region",
            "empirical_lower_bound", "MLP", "mlp_of"]

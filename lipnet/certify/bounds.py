@@ -10,7 +10,6 @@ each stays a sound bound from raw state to action; the construction bound alread
 
 from __future__ import annotations
 
-import importlib
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -22,10 +21,10 @@ from ._threads import single_thread
 from .fast import eclipse_fast_multipliers, lipsdp_schur
 from .lmi import LipschitzLMI, certify_multipliers, lmi_of_mlp
 from .network import MLP, activation_slope, mlp_of
+from .pathnorm import path_lipschitz_bound
 from .sdp import solve_lipsdp_neuron
 
-__all__ = ["BoundRecord", "METHODS", "DEFAULT_METHODS", "upper_bound", "upper_bounds", "pathnorm_available",
-           "spectral_bound"]
+__all__ = ["BoundRecord", "METHODS", "DEFAULT_METHODS", "upper_bound", "upper_bounds", "spectral_bound"]
 
 _U = np.finfo(np.float64).eps
 
@@ -47,19 +46,15 @@ class BoundRecord:
         return d
 
 
-def pathnorm_available() -> bool:
-    """True when `lipnet.certify.pathnorm.path_lipschitz_bound` can be imported."""
-    try:
-        mod = importlib.import_module("lipnet.certify.pathnorm")
-    except ImportError:
-        return False
-    return hasattr(mod, "path_lipschitz_bound")
-
-
 def spectral_bound(weights: list[np.ndarray]) -> float:
-    """Π ‖W_k‖₂ by SVD in float64, each factor inflated by its rounding error bound (a sound upper bound)."""
+    """Π ‖W_k‖₂ by SVD in float64, each factor inflated by its rounding error bound (a sound upper bound).
+
+    The one spectral-product bound: certification's `spectral` method and the bound export computes on the weights
+    read back from a file (float32 or float16 weights are exact in float64).
+    """
     value = 1.0
     for w in weights:
+        w = np.asarray(w, dtype=np.float64)
         sigma = float(np.linalg.svd(w, compute_uv=False)[0]) if w.size else 0.0
         # LAPACK's SVD is backward stable: |σ̂ − σ| ≤ c·max(m, n)·u·‖W‖₂; take c = 10.
         value *= sigma * (1 + 10 * max(w.shape) * _U)
@@ -134,10 +129,6 @@ def _lipsdp_schur(net, controller, **_):
 
 
 def _path_norm(net, controller, **_):
-    if not pathnorm_available():
-        return None, False, "not available: lipnet.certify.pathnorm is not installed", {"skipped": True}
-    from lipnet.certify.pathnorm import path_lipschitz_bound
-
     pairs = [(w, b) for w, b in zip(net.weights, net.biases, strict=True)]
     # Global form only: a box-restricted path bound is a local constant and must not compete with global bounds.
     out = path_lipschitz_bound(pairs, activation=net.activation, region=None)

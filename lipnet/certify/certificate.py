@@ -17,8 +17,8 @@ from .bounds import BoundRecord, upper_bounds
 from .empirical import LowerBound, Region, empirical_lower_bound
 from .network import mlp_of, network_hash
 
-__all__ = ["Certificate", "certify_controller", "write_certificate", "read_certificate", "default_region",
-           "CERTIFICATE_NAME", "FORMAT"]
+__all__ = ["Certificate", "certify_controller", "write_certificate", "read_certificate", "stated_bounds",
+           "stated_tightest", "default_region", "CERTIFICATE_NAME", "FORMAT"]
 
 CERTIFICATE_NAME = "certificate.json"
 FORMAT = "lipnet-certificate/1"
@@ -85,10 +85,9 @@ def _plain(obj):
 def default_region(controller_or_mlp, plant=None) -> Region:
     """The plant's evaluation initial-state box (±3σ when Gaussian), else `state_offset ± 3·state_scale`."""
     if plant is not None and getattr(plant, "init_eval", None) is not None:
-        dist = plant.init_eval
-        scale = np.asarray(dist.scale, dtype=np.float64) * (3.0 if dist.kind == "normal" else 1.0)
-        return Region.around(plant.x_eq, scale, source=f"plant {getattr(plant, 'name', '')} eval initial-state box"
-                             + (" (±3σ of its Gaussian)" if dist.kind == "normal" else ""))
+        gaussian = " (±3σ of its Gaussian)" if plant.init_eval.kind == "normal" else ""
+        return Region.around(plant.x_eq, plant.eval_box(),
+                             source=f"plant {getattr(plant, 'name', '')} eval initial-state box{gaussian}")
     if hasattr(controller_or_mlp, "state_scale"):
         c = controller_or_mlp
         return Region.around(c.state_offset.double().numpy(), 3 * c.state_scale.double().numpy(),
@@ -177,8 +176,37 @@ def write_certificate(cert: Certificate, run_dir) -> Path:
     return path
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _format_problem(data) -> str | None:
+    """What makes `data` not a certificate in lipnet's format (None when it is one)."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        return f"format {FORMAT} expected"
+    if not isinstance(data.get("network_hash"), str):
+        return "no network_hash"
+    bounds = data.get("bounds", [])
+    if not isinstance(bounds, list) or not all(
+            isinstance(b, dict) and isinstance(b.get("method"), str) and isinstance(b.get("sound"), bool)
+            and (b.get("value") is None or _number(b.get("value"))) for b in bounds):
+        return "bounds must be a list of {method, value, sound} entries"
+    tight = data.get("tightest_upper")
+    if tight is not None and not (isinstance(tight, dict) and _number(tight.get("value"))
+                                  and isinstance(tight.get("method"), str)):
+        return "tightest_upper must be null or {value, method}"
+    closed = data.get("closed_loop")
+    if closed is not None and not isinstance(closed, dict):
+        return "closed_loop must be null or an object"
+    return None
+
+
 def read_certificate(run_dir_or_path) -> dict:
-    """The certificate dict from `RUN_DIR/certificate.json` or a path to the file."""
+    """The certificate dict from `RUN_DIR/certificate.json` or a path to the file: the one reader of the format.
+
+    Raises `RunFolderError` for a missing or unreadable file and for one not in lipnet's format (`FORMAT`, a network
+    hash, `bounds` entries `{method, value, sound}`, `tightest_upper` null or `{value, method}`).
+    """
     path = Path(run_dir_or_path)
     if path.is_dir():
         path = path / CERTIFICATE_NAME
@@ -188,6 +216,30 @@ def read_certificate(run_dir_or_path) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise RunFolderError(f"{path} is not a readable certificate ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise RunFolderError(f"{path} is not a lipnet certificate (format {FORMAT} expected)")
+    problem = _format_problem(data)
+    if problem is not None:
+        raise RunFolderError(f"{path} is not a lipnet certificate ({problem})")
     return data
+
+
+def stated_bounds(cert: dict) -> list[tuple[str, float]]:
+    """Every upper bound a certificate (as `read_certificate` returns it) states as sound: `(method, value)` for its
+    sound `bounds` entries, then its `tightest_upper`."""
+    out = [(b["method"], float(b["value"])) for b in cert.get("bounds", []) if b["sound"] and b["value"] is not None]
+    tight = cert.get("tightest_upper")
+    if tight is not None:
+        out.append((tight["method"], float(tight["value"])))
+    return out
+
+
+def stated_tightest(cert: dict) -> tuple[float | None, str | None]:
+    """The tightest sound upper bound a certificate states and its method (`tightest_upper`, else the smallest sound
+    `bounds` entry), or `(None, None)` when it states none."""
+    tight = cert.get("tightest_upper")
+    if tight is not None:
+        return float(tight["value"]), tight["method"]
+    claims = stated_bounds(cert)
+    if not claims:
+        return None, None
+    method, value = min(claims, key=lambda c: c[1])
+    return value, method

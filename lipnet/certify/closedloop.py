@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lipnet.exceptions import LipnetDimension
+from lipnet.exceptions import LipnetDimension, LipnetValue
 
 from .bounds import spectral_bound
 from .empirical import network_forward
@@ -158,7 +158,7 @@ def closed_loop_certificate(controller_or_mlp, A, B, dt: float, x_eq=None, u_eq=
     skipped above `iqc_max_neurons` hidden neurons (plus saturation channels) and for nonlinear plants.
     """
     if iqc not in IQC_MODES:
-        raise ValueError(f"iqc must be one of {', '.join(IQC_MODES)}, got {iqc!r}")
+        raise LipnetValue(f"iqc must be one of {', '.join(IQC_MODES)}, got {iqc!r}")
     net = mlp_of(controller_or_mlp)
     A, B = np.atleast_2d(np.asarray(A, dtype=np.float64)), np.atleast_2d(np.asarray(B, dtype=np.float64))
     if A.shape[0] != net.n_in or B.shape[1] != net.n_out:

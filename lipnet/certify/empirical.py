@@ -25,8 +25,7 @@ from lipnet.exceptions import LipnetDimension
 from ._threads import single_thread
 from .network import MLP, mlp_of
 
-__all__ = ["Region", "LowerBound", "empirical_lower_bound", "network_forward", "network_jacobian",
-           "network_features"]
+__all__ = ["Region", "LowerBound", "empirical_lower_bound", "network_forward", "network_jacobian"]
 
 
 @dataclass
@@ -87,22 +86,19 @@ def _act(name: str, beta: float | None):
     raise LipnetDimension(f"no empirical search for activation {name!r}")
 
 
-def network_features(net: MLP, x: torch.Tensor) -> torch.Tensor:
-    """The raw input features `f(x)` of `net` in torch (`input_features`; x itself without periodic states)."""
-    if not net.periodic:
-        return x
-    idx = torch.as_tensor(net.periodic, dtype=torch.long)
-    d = x.index_select(-1, idx) - torch.as_tensor(net.periodic_center, dtype=x.dtype)
-    return torch.cat([x.index_copy(-1, idx, torch.sin(d)), torch.cos(d) - 1], dim=-1)
-
-
-def network_forward(net: MLP, x: torch.Tensor, beta: float | None = None, saturate: bool = False) -> torch.Tensor:
+def network_forward(net: MLP, x: torch.Tensor, beta: float | None = None, saturate: bool = False,
+                    preactivations: list | None = None) -> torch.Tensor:
     """The folded network on raw states in float64 torch, input features included (optionally with a softplus
-    surrogate and the output saturation)."""
+    surrogate and the output saturation): the one float64 forward pass of the folded weights.
+
+    `preactivations`, when given, receives every layer's pre-activation (the output layer's included).
+    """
     act = _act(net.activation, beta)
-    z = network_features(net, x)
+    z = net.features(x)
     for i, (w, b) in enumerate(zip(net.weights, net.biases, strict=True)):
         z = z @ torch.as_tensor(w.T) + torch.as_tensor(b)
+        if preactivations is not None:
+            preactivations.append(z)
         if i < len(net.weights) - 1:
             z = act(z)
     if saturate and net.saturated:

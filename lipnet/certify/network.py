@@ -15,6 +15,7 @@ import hashlib
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from lipnet.exceptions import LipnetArgument, LipnetDimension
 
@@ -28,16 +29,18 @@ def activation_slope(name: str) -> tuple[float, float] | None:
     return SLOPE_RESTRICTED.get(name)
 
 
-def input_features(x: np.ndarray, periodic=(), center=None) -> np.ndarray:
-    """Raw features `f(x)` (float64, last axis): x with `sin(x_p − c_p)` at periodic p, then `cos(x_p − c_p) − 1`."""
-    x = np.asarray(x, dtype=np.float64)
+def input_features(x, periodic=(), center=None):
+    """Raw features `f(x)` (last axis): x with `sin(x_p − c_p)` at periodic p, then `cos(x_p − c_p) − 1`.
+
+    `x` a torch tensor (its dtype kept), or anything else as float64 numpy (a numpy array comes back).
+    """
+    if not isinstance(x, torch.Tensor):
+        return input_features(torch.as_tensor(np.asarray(x, dtype=np.float64)), periodic, center).numpy()
     if not len(periodic):
         return x
-    p = list(periodic)
-    d = x[..., p] - np.asarray(center, dtype=np.float64)
-    f = x.copy()
-    f[..., p] = np.sin(d)
-    return np.concatenate([f, np.cos(d) - 1.0], axis=-1)
+    idx = torch.as_tensor(list(periodic), dtype=torch.long, device=x.device)
+    d = x.index_select(-1, idx) - torch.as_tensor(np.asarray(center, dtype=np.float64), dtype=x.dtype, device=x.device)
+    return torch.cat([x.index_copy(-1, idx, torch.sin(d)), torch.cos(d) - 1], dim=-1)
 
 
 @dataclass
@@ -97,8 +100,8 @@ class MLP:
         """Inputs of the first layer: n_x plus one cosine feature per periodic state."""
         return self.weights[0].shape[1]
 
-    def features(self, x: np.ndarray) -> np.ndarray:
-        """The raw features `f(x)` the first layer takes (float64; x itself without periodic states)."""
+    def features(self, x):
+        """The raw features `f(x)` the first layer takes (`input_features`; x itself without periodic states)."""
         return input_features(x, self.periodic, self.periodic_center)
 
     @property

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lipnet.exceptions import LipnetDimension
+from lipnet.exceptions import LipnetDimension, LipnetValue
 from lipnet.pathlift import as_weights, input_path_matrix
 
 __all__ = ["path_lipschitz_bound"]
@@ -77,7 +77,7 @@ def path_lipschitz_bound(weights, activation: str = "relu", region=None) -> dict
         except (TypeError, ValueError):
             raise LipnetDimension(f"region must be (low, high) with {n_in} entries each") from None
         if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(low <= high)):
-            raise ValueError("region needs finite bounds with low ≤ high")
+            raise LipnetValue("region needs finite bounds with low ≤ high")
         region_txt = f"box low={np.round(low, 6).tolist()} high={np.round(high, 6).tolist()} (raw units)"
         if activation == "relu":
             masks = _dead_masks(ws, low, high)

@@ -308,13 +308,15 @@ def _lyapunov(a_cl: np.ndarray, Q: np.ndarray) -> np.ndarray:
 
 
 def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_boxes: int = 400_000,
-                   Q=None, batch: int = 2048, P=None, rho_target: float | None = None) -> dict:
+                   Q=None, batch: int = 2048, P=None, rho_target: float | None = None,
+                   also_try: list | None = None) -> dict:
     """The largest certified sublevel set `{V ≤ ρ}` of the closed loop (module docstring) inside the stated box.
 
     Returns the `closed_loop.region` dict of `certificate.json` (`certified` is False, with a `reason`, when no
     level can be proven; an `Uncertifiable` plant raises, for the caller to fall back on `sampled_region`).
     `P` replaces the Lyapunov matrix (any positive definite one is sound) and `rho_target` stops the search at
-    that level (what re-verifying a stated region needs).
+    that level (what re-verifying a stated region needs). `also_try`: more candidate matrices for V, tried first
+    (the saturated LQR's proven shape, so that a controller close to it is not judged on a worse shape).
     """
     t0 = time.perf_counter()
     n = plant.n_x
@@ -356,14 +358,18 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
                 best = res
             return bool(res.get("certified")) and res.get("stopped") == "every box closed"
 
+        extra = [np.asarray(c, dtype=np.float64) for c in (also_try or [])]
         for i, cand in enumerate(shapes):
             left = seconds - (time.perf_counter() - t0)
             # An even split of what is left: a rounder shape that fails must not eat the whole budget (every
             # `lipnet certify` would then take it all). A larger --roa-seconds lets rounder shapes close (cart-pole,
             # 64×64 network: the 0.9-rate shape needs 43 s and 339k boxes).
-            if not attempt(cand, left / (len(shapes) + 1 - i)):
+            if not attempt(cand, left / (len(shapes) + len(extra) + 1 - i)):
                 break  # a slower rate would fail as well
             whole = True
+        for i, cand in enumerate(extra):  # then the offered shapes, with what the own ones left
+            left = seconds - (time.perf_counter() - t0)
+            whole = attempt(cand, left / (len(extra) + (0 if whole else 1) - i)) or whole
         if not whole:
             attempt(plain, seconds - (time.perf_counter() - t0))
         return best | {"seconds": time.perf_counter() - t0, "shapes_tried": tried}
@@ -584,14 +590,16 @@ def region_certificates(controller, plant, seconds: float = 60.0, box=None, clai
     """
     out = {}
     pols = [("region", mlp_policy(controller))]
-    if lqr and claim is None:
-        pols.append(("region_lqr", lqr_policy(plant)))
+    if lqr and claim is None:  # the LQR first: its proven shape is one more candidate for the controller's V
+        pols.insert(0, ("region_lqr", lqr_policy(plant)))
     for key, pol in pols:
         try:
             if claim is not None:
                 out[key] = verify_region(plant, pol, claim, seconds=seconds)
             else:
-                out[key] = certify_region(plant, pol, box=box, seconds=seconds)
+                ref = out.get("region_lqr") or {}
+                shape = [ref["P"]] if key == "region" and ref.get("certified") and ref.get("P") else None
+                out[key] = certify_region(plant, pol, box=box, seconds=seconds, also_try=shape)
         except Uncertifiable as exc:
             try:
                 out[key] = sampled_region(plant, pol, box=box) | {"reason": str(exc)}
@@ -600,7 +608,7 @@ def region_certificates(controller, plant, seconds: float = 60.0, box=None, clai
                             "reason": f"{exc}; no sampled estimate either ({type(sim_exc).__name__}: {sim_exc})"}
         except NoEquilibrium as exc:
             out[key] = {"kind": "sublevel", "certified": False, "rho": 0.0, "policy": pol.name, "reason": str(exc)}
-    return out
+    return {k: out[k] for k in ("region", "region_lqr") if k in out}
 
 
 def verify_region(plant, policy: Policy, claim: dict, seconds: float = 120.0) -> dict:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lipnet.fileio import atomic_write
+from lipnet.fileio import atomic_savefig
 
 __all__ = ["plot_regions", "slice_pairs"]
 
@@ -92,7 +92,4 @@ def plot_regions(plant, controller, regions: dict, path, steps: int | None = Non
         ax.legend(fontsize=7, loc="upper right")
     fig.suptitle(f"certified regions of attraction — {getattr(plant, 'spec', '') or plant.name}", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
-    return path
+    return atomic_savefig(fig, Path(path))

@@ -111,7 +111,7 @@ def run(args) -> int:
     """Certify RUN_DIR; 0 on success, 1 when --require fails."""
     from lipnet.certify import certify_controller, write_certificate
     from lipnet.exceptions import LipnetArgument
-    from lipnet.train.checkpoint import load_checkpoint, load_controller
+    from lipnet.train.checkpoint import load_trained
 
     if args.require is not None and not args.require > 0:
         raise LipnetArgument(f"--require must be a positive number, got {args.require}")
@@ -123,8 +123,9 @@ def run(args) -> int:
     if not args.roa_seconds > 0:
         raise LipnetArgument(f"--roa-seconds must be a positive number of seconds, got {args.roa_seconds}")
     roa_box = _roa_box(args.roa_box)
-    controller = load_controller(args.run_dir)
-    spec = args.plant if args.plant is not None else (load_checkpoint(args.run_dir).get("plant") or "")
+    trained = load_trained(args.run_dir)
+    controller = trained.controller
+    spec = args.plant if args.plant is not None else trained.plant
     plant = None
     if spec:
         import plants

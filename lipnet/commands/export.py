@@ -51,12 +51,12 @@ def _inspect(path: str, as_json: bool) -> int:
     """Print a model's metadata and what was re-checked; exit 1 when its integrity or its claimed bound fails."""
     from pathlib import Path
 
-    from export.bounds import spectral_product
     from export.errors import InvalidModelError
     from export.metadata import load_model, read_metadata
     from export.recertify import exported_bounds
     from export.reference import linear_weights
     from export.runtime import ModelError, check_integrity, session
+    from lipnet.certify.bounds import spectral_bound
 
     model = load_model(path)
     meta = read_metadata(path)
@@ -64,7 +64,7 @@ def _inspect(path: str, as_json: bool) -> int:
         sess = session(path, warmup=0, verify=False)
     except ModelError as exc:
         raise InvalidModelError(str(exc)) from None
-    recomputed = spectral_product(linear_weights(model))
+    recomputed = spectral_bound(linear_weights(model))
     problems = []
     try:
         check_integrity(Path(path).read_bytes(), {p.key: p.value for p in model.metadata_props}, path)

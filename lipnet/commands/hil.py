@@ -115,20 +115,19 @@ def _run_loop(args) -> int:
     from hil.api import load_plant, run_hil
     from hil.device import parse_address
     from hil.host import HilConfig
-    from lipnet.exceptions import LipnetArgument
+    from lipnet.exceptions import LipnetValue
 
     try:
-        device = parse_address(args.device)
-        plant = load_plant(args.plant)
-        rate = args.rate if args.rate else 1.0 / plant.dt
-        cfg = HilConfig(rate=rate, duration=args.duration, fallback=args.fallback, loss=args.loss,
-                        delay=args.delay_ms / 1e3, seed=args.seed, connect_timeout=args.connect_timeout,
-                        realtime=args.realtime, stall=args.stall, max_miss_ratio=args.max_miss_ratio,
-                        deadline=None if args.deadline_ms is None else args.deadline_ms / 1e3)
-        rep, _, _ = run_hil(plant, device, cfg, x0=args.x0, out=args.out, model=args.model,
-                            plots=not args.no_plots)
-    except (ValueError, FileNotFoundError) as exc:
-        raise LipnetArgument(str(exc)) from None
+        device = parse_address(args.device)  # the device side's parser: a plain ValueError
+    except ValueError as exc:
+        raise LipnetValue(str(exc)) from None
+    plant = load_plant(args.plant)
+    rate = args.rate if args.rate else 1.0 / plant.dt
+    cfg = HilConfig(rate=rate, duration=args.duration, fallback=args.fallback, loss=args.loss,
+                    delay=args.delay_ms / 1e3, seed=args.seed, connect_timeout=args.connect_timeout,
+                    realtime=args.realtime, stall=args.stall, max_miss_ratio=args.max_miss_ratio,
+                    deadline=None if args.deadline_ms is None else args.deadline_ms / 1e3)
+    rep, _, _ = run_hil(plant, device, cfg, x0=args.x0, out=args.out, model=args.model, plots=not args.no_plots)
     if abs(cfg.rate * plant.dt - 1) > 1e-9:
         print(f"note: plant dt {plant.dt:g} s at {cfg.rate:g} Hz runs plant time {cfg.rate * plant.dt:g}x real time",
               file=sys.stderr)

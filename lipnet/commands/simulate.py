@@ -24,13 +24,15 @@ state; one line on stderr says which and where); 2 bad input (model, plant, x0, 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of `lipnet simulate`."""
+    from hil.device import PROVIDERS
+
     p.add_argument("model", help="run folder (controller.pt, torch) or controller.onnx (onnxruntime)")
     p.add_argument("--plant", help="plant spec (default: the plant recorded in the model)")
     p.add_argument("--out", help="report folder (report.json, trajectory.npz, trajectory.png)")
     p.add_argument("--x0", help="initial state, comma-separated (default: one draw of the plant's eval box)")
     p.add_argument("--duration", type=float, help="plant time in seconds (default: the plant's horizon)")
     p.add_argument("--seed", type=int, default=0, help="seed of the default x0")
-    p.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"), default="cpu",
+    p.add_argument("--provider", choices=PROVIDERS, default="cpu",
                    help="onnxruntime provider for an ONNX model")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plot")
     p.add_argument("--json", action="store_true", help="print report.json to stdout")
@@ -59,16 +61,13 @@ def run(args) -> int:
     """Simulate and print the summary (or the JSON report)."""
     from hil.api import run_simulation
     from hil.simulate import load_policy
-    from lipnet.exceptions import LipnetArgument
+    from lipnet.exceptions import LipnetValue
 
-    try:
-        if args.duration is not None and not args.duration > 0:
-            raise ValueError(f"--duration must be > 0 s, got {args.duration}")
-        policy = load_policy(args.model, args.provider)
-        rep, _ = run_simulation(args.plant, policy, x0=args.x0, duration=args.duration, out=args.out,
-                                seed=args.seed, plots=not args.no_plots)
-    except (ValueError, FileNotFoundError) as exc:
-        raise LipnetArgument(str(exc)) from None
+    if args.duration is not None and not args.duration > 0:
+        raise LipnetValue(f"--duration must be > 0 s, got {args.duration}")
+    policy = load_policy(args.model, args.provider)
+    rep, _ = run_simulation(args.plant, policy, x0=args.x0, duration=args.duration, out=args.out,
+                            seed=args.seed, plots=not args.no_plots)
     print(json.dumps(rep, indent=2) if args.json else format_summary(rep))
     if not rep["result"]["ok"]:  # ran, but failed: the report (if --out) records it; one line says why
         where = f" (report in {args.out})" if args.out else ""

@@ -10,9 +10,20 @@ __all__ = ["Manifold", "Euclidean", "ManifoldParameter"]
 
 
 class Manifold(abc.ABC):
-    """A constraint set for a parameter: projection, tangent projection, retraction and checks."""
+    """A constraint set for a parameter: projection, tangent projection, retraction and checks.
+
+    What optimisers ask of it beyond the maps: `flat` (a vector space: stepped as a plain vector) and, for the
+    homogeneous spaces of paper 001 (sphere, Stiefel, Grassmann), `frame` (a point as an N×n orthonormal frame),
+    `grassmann` (only its span matters) and `householder` (one-column frames: the O(N) Householder section).
+    """
 
     name = "manifold"
+    #: a vector space: optimisers step it as a plain vector
+    flat = False
+    #: the point is a subspace (the A block of the global tangent space is zero)
+    grassmann = False
+    #: a point is one unit vector, so the O(N) Householder section of `global_tangent` applies
+    householder = False
 
     @abc.abstractmethod
     def projx(self, x: torch.Tensor) -> torch.Tensor:
@@ -42,11 +53,12 @@ class Manifold(abc.ABC):
             return ok, None if ok else f"{self.name}: constraint violated by {err:.3e} > atol {atol:.1e}"
         return ok
 
-    def assert_check_point_on_manifold(self, x: torch.Tensor, atol: float = 1e-5) -> None:
-        """Raise ValueError naming the violated constraint."""
-        ok, reason = self.check_point_on_manifold(x, atol=atol, explain=True)
-        if not ok:
-            raise ValueError(reason)
+    def frame(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` as an N×n orthonormal frame (N ≥ n), the view in which paper 001 steps in the global tangent space.
+
+        Raises TypeError for a manifold that is not such a homogeneous space.
+        """
+        raise TypeError(f"{self!r} has no global tangent space (it is not a sphere, Stiefel or Grassmann manifold)")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -56,6 +68,7 @@ class Euclidean(Manifold):
     """Unconstrained parameters: the trivial manifold."""
 
     name = "euclidean"
+    flat = True
 
     def projx(self, x):
         return x
@@ -64,6 +77,10 @@ class Euclidean(Manifold):
         return u
 
     def retr(self, x, u):
+        return x + u
+
+    def expmap(self, x, u):
+        """The straight line: the exponential map of flat space."""
         return x + u
 
     def distance_to_manifold(self, x):

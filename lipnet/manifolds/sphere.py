@@ -40,7 +40,7 @@ class Sphere(Manifold):
     """
 
     name = "sphere"
-    batch_dims = 0  # class default keeps objects pickled before the argument existed loadable
+    householder = True
 
     def __init__(self, batch_dims: int = 0):
         if int(batch_dims) < 0:
@@ -63,6 +63,10 @@ class Sphere(Manifold):
 
     def projx(self, x):
         return x / torch.linalg.vector_norm(x, dim=self._dims(x), keepdim=True)
+
+    def frame(self, x):
+        """The point as one N×1 column (the sphere is St(1, N))."""
+        return x.reshape(-1, 1)
 
     def proju(self, x, u):
         # Divides by ‖x‖² so that the result is tangent even at a point slightly off the sphere.

@@ -26,6 +26,13 @@ class Stiefel(Manifold):
         u, _, vh = torch.linalg.svd(x, full_matrices=False)
         return u @ vh
 
+    def frame(self, x):
+        """`x` itself, checked to be a tall N×n matrix (N ≥ n)."""
+        if x.dim() != 2 or x.shape[0] < x.shape[1]:
+            raise ValueError(f"a {self.name} parameter must be a tall N×n frame (N ≥ n), got shape {tuple(x.shape)}; "
+                             "store the transpose (as OrthogonalLinear does with `transposed`)")
+        return x
+
     def proju(self, x, u):
         xtu = x.transpose(-1, -2) @ u
         return u - x @ (xtu + xtu.transpose(-1, -2)) / 2

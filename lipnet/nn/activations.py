@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lipnet.exceptions import LipnetValue
+
 __all__ = ["GroupSort", "make_activation", "ACTIVATIONS", "SLOPE_RESTRICTED"]
 
 
@@ -26,4 +28,4 @@ def make_activation(name: str) -> nn.Module:
     try:
         return ACTIVATIONS[name]()
     except KeyError:
-        raise ValueError(f"unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}") from None
+        raise LipnetValue(f"unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}") from None

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from lipnet.exceptions import LipnetDimension
+from lipnet.exceptions import LipnetDimension, LipnetValue
 
 from .activations import ACTIVATIONS, make_activation
-from .layers import LAYER_KINDS, LipschitzLinear, make_linear
+from .layers import LAYER_KINDS, make_linear
 
 __all__ = ["Controller", "SATURATIONS"]
 
@@ -52,21 +52,14 @@ def _vec(value, n: int, name: str, default: float) -> torch.Tensor:
 
 
 def _periodic(value, n_x: int) -> tuple[int, ...]:
-    """The validated tuple of periodic state indices (each an integer in [0, n_x), no repeats)."""
-    if value is None:
-        return ()
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise LipnetDimension(f"periodic must be a sequence of state indices, got {value!r}")
-    out = []
-    for v in value:
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-            raise LipnetDimension(f"periodic must hold integer state indices, got {v!r} in {list(value)!r}")
-        if not 0 <= int(v) < n_x:
-            raise LipnetDimension(f"periodic index {int(v)} is out of range for n_x={n_x} (valid: 0..{n_x - 1})")
-        if int(v) in out:
-            raise LipnetDimension(f"periodic index {int(v)} is repeated in {list(value)!r}")
-        out.append(int(v))
-    return tuple(out)
+    """The validated tuple of periodic state indices, in the order given (`plants.base.periodic_indices`, strict)."""
+    from plants.base import periodic_indices
+    from plants.errors import PlantSpecError
+
+    try:
+        return periodic_indices(value, n_x, strict=True)
+    except PlantSpecError as exc:
+        raise LipnetDimension(str(exc)) from None
 
 
 class Controller(nn.Module):
@@ -93,11 +86,11 @@ class Controller(nn.Module):
                  u_low=None, u_high=None, saturation: str = "tanh", periodic=(), centered: bool = False):
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
+            raise LipnetValue(f"unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
         if layer not in LAYER_KINDS:
-            raise ValueError(f"unknown layer kind {layer!r}; valid: {', '.join(LAYER_KINDS)}")
+            raise LipnetValue(f"unknown layer kind {layer!r}; valid: {', '.join(LAYER_KINDS)}")
         if saturation not in SATURATIONS:
-            raise ValueError(f"unknown saturation {saturation!r}; valid: {', '.join(SATURATIONS)}")
+            raise LipnetValue(f"unknown saturation {saturation!r}; valid: {', '.join(SATURATIONS)}")
         hidden = tuple(int(h) for h in hidden)
         if int(n_x) < 1 or int(n_u) < 1 or any(h < 1 for h in hidden):
             raise LipnetDimension(f"a controller needs n_x, n_u and every hidden width >= 1; got n_x={n_x}, "
@@ -126,17 +119,17 @@ class Controller(nn.Module):
         self.register_buffer("action_offset", _vec(action_offset, n_u, "action_offset", 0.0).float())
         self.register_buffer("action_scale", _vec(action_scale, n_u, "action_scale", 1.0).float())
         if (self.state_scale <= 0).any() or (self.action_scale <= 0).any():
-            raise ValueError("state_scale and action_scale must be positive")
+            raise LipnetValue("state_scale and action_scale must be positive")
         self.has_limits = u_low is not None or u_high is not None
         self.register_buffer("u_low", _vec(u_low, n_u, "u_low", -np.inf).float())
         self.register_buffer("u_high", _vec(u_high, n_u, "u_high", np.inf).float())
         if (self.u_low >= self.u_high).any():
-            raise ValueError(f"u_low must be below u_high, got {self.u_low.tolist()} / {self.u_high.tolist()}")
+            raise LipnetValue(f"u_low must be below u_high, got {self.u_low.tolist()} / {self.u_high.tolist()}")
         self.centered = bool(centered)
         if self.centered:
             lo, hi, u0 = self.u_low.double(), self.u_high.double(), self.action_offset.double()
             if self.has_limits and self.saturation != "none" and ((u0 <= lo) | (u0 >= hi)).any():
-                raise ValueError(f"a centered controller needs action_offset {u0.tolist()} strictly inside the "
+                raise LipnetValue(f"a centered controller needs action_offset {u0.tolist()} strictly inside the "
                                  f"actuator limits [{lo.tolist()}, {hi.tolist()}]")
 
     # --- forward -------------------------------------------------------------------------------------
@@ -219,10 +212,6 @@ class Controller(nn.Module):
         return self.saturate(v)
 
     # --- bounds and views ----------------------------------------------------------------------------
-    @property
-    def linear_layers(self) -> list[LipschitzLinear]:
-        return list(self.layers)
-
     def network_lipschitz_bound(self) -> float:
         """Π_l Lip(W_l): the construction bound of the MLP on scaled input features."""
         return float(np.prod([lin.lipschitz() for lin in self.layers]))

@@ -51,14 +51,15 @@ import math
 
 import torch
 
-from lipnet.manifolds import Sphere
+from lipnet.exceptions import LipnetValue
 
+from .base import LipnetOptimizer
 from .layerwise import NON_FINITE, LayerInfo, all_finite, check_options, layers_of, quarter_turn
 
 __all__ = ["AGD"]
 
 
-class AGD(torch.optim.Optimizer):
+class AGD(LipnetOptimizer, torch.optim.Optimizer):
     """Automatic gradient descent: no learning rate; biases and spherical weights handled as documented above.
 
     Parameters
@@ -71,15 +72,14 @@ class AGD(torch.optim.Optimizer):
 
     def __init__(self, model: torch.nn.Module, gain: float = 1.0, adaptive: bool = False):
         if not math.isfinite(gain) or gain <= 0:
-            raise ValueError(f"gain must be a positive number, got {gain}")
+            raise LipnetValue(f"gain must be a positive number, got {gain}")
         self.layers: list[LayerInfo] = layers_of(model, "agd")
         self.depth = len(self.layers)
         self.gain = float(gain)
-        self._sphere = Sphere()
         params = [p for info in self.layers for p in (info.weight, info.bias) if p is not None]
         super().__init__(params, defaults=dict(gain=self.gain, kappa=1.0))
         self.adaptive = bool(adaptive)
-        self.last_info: dict = {}
+        self.last_info = {}
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, **options) -> AGD:
@@ -112,7 +112,7 @@ class AGD(torch.optim.Optimizer):
         for info, (gw, gb) in zip(self.layers, grads, strict=True):
             gw = torch.zeros_like(info.weight) if gw is None else gw
             if info.spherical:
-                gw = self._sphere.proju(info.weight, gw) / info.gain
+                gw = info.manifold.proju(info.weight, gw) / info.gain
             gb = None if info.bias is None else (torch.zeros_like(info.bias) if gb is None else gb)
             sq = gw.pow(2).sum() + (0.0 if gb is None else gb.pow(2).sum())
             tangent.append((gw, gb))
@@ -169,6 +169,6 @@ class AGD(torch.optim.Optimizer):
             if angle > quarter_turn():
                 u.mul_(quarter_turn() / angle)
                 capped += 1
-            base = self._sphere.projx(info.weight)
-            info.weight.copy_(self._sphere.expmap(base, self._sphere.proju(base, u)))
+            base = info.manifold.projx(info.weight)
+            info.weight.copy_(info.manifold.expmap(base, info.manifold.proju(base, u)))
         return capped

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from lipnet.exceptions import LipnetArgument
-from lipnet.manifolds import Euclidean, Sphere, manifold_of
-from lipnet.nn.layers import FrobeniusLinear, LipschitzLinear, PlainLinear
+from lipnet.manifolds import Manifold, Sphere, manifold_of
+from lipnet.nn.layers import LAYER_KINDS, LipschitzLinear
 
 __all__ = ["LayerInfo", "layers_of", "all_finite", "check_options", "NON_FINITE"]
 
@@ -18,15 +18,20 @@ NON_FINITE = "nonfinite_loss"
 
 @dataclass
 class LayerInfo:
-    """One linear layer as an optimiser sees it: weight parameter and its geometry, bias, gain, shape."""
+    """One linear layer as an optimiser sees it: its free weight and that weight's manifold, bias, gain, shape."""
 
     module: LipschitzLinear
-    weight: torch.nn.Parameter
+    weight: torch.nn.Parameter  # the layer's `free_weight`
     bias: torch.nn.Parameter | None
-    spherical: bool  # weight = gain · V with V on the unit sphere (FrobeniusLinear.direction)
+    manifold: Manifold  # the weight's own (`manifold_of`): a Sphere or Euclidean
     gain: float
     fan_in: int
     fan_out: int
+
+    @property
+    def spherical(self) -> bool:
+        """weight = gain · V with V on the unit sphere (a Frobenius-normalised layer's direction)."""
+        return isinstance(self.manifold, Sphere)
 
 
 def layers_of(model: torch.nn.Module, optimizer: str) -> list[LayerInfo]:
@@ -45,18 +50,16 @@ def layers_of(model: torch.nn.Module, optimizer: str) -> list[LayerInfo]:
         raise LipnetArgument(f"{optimizer} needs a model made of lipnet.nn LipschitzLinear layers; found none")
     out = []
     for m in mods:
-        if isinstance(m, FrobeniusLinear):
-            w, spherical = m.direction, True
-            if not isinstance(manifold_of(w), Sphere):
-                raise LipnetArgument(f"{optimizer}: the direction of {m} is not on a Sphere")
-        elif isinstance(m, PlainLinear):
-            w, spherical = m.raw_weight, False
-            if not isinstance(manifold_of(w), Euclidean):
-                raise LipnetArgument(f"{optimizer}: the weight of {m} is constrained; expected a plain weight")
-        else:
-            raise LipnetArgument(f"{optimizer} supports layer='frobenius' and layer='plain', not "
-                                 f"{type(m).__name__}; use manifold-adam (orthogonal) or adam/sgd")
-        out.append(LayerInfo(m, w, m.bias, spherical, float(m.gain), m.in_features, m.out_features))
+        if not m.layerwise:
+            supported = " and ".join(f"layer={kind!r}" for kind, cls in LAYER_KINDS.items() if cls.layerwise)
+            raise LipnetArgument(f"{optimizer} supports {supported}, not {type(m).__name__}; use manifold-adam "
+                                 "(orthogonal) or adam/sgd")
+        w = m.free_weight
+        manifold = manifold_of(w)
+        if not isinstance(manifold, m.free_manifold):
+            raise LipnetArgument(f"{optimizer}: the free weight of {m} is on {manifold!r}, not on the "
+                                 f"{m.free_manifold.__name__} a {m.kind} layer computes with")
+        out.append(LayerInfo(m, w, m.bias, manifold, float(m.gain), m.in_features, m.out_features))
     covered = {id(p) for info in out for p in (info.weight, info.bias) if p is not None}
     stray = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in covered]
     if stray:

@@ -27,8 +27,11 @@ from itertools import chain
 
 import torch
 
-from lipnet.manifolds import Euclidean, Grassmann, Sphere, Stiefel, manifold_of
+from lipnet.exceptions import LipnetArgument, LipnetValue
+from lipnet.manifolds import Manifold, Stiefel, manifold_of
 from lipnet.manifolds import global_tangent as gt
+
+from .base import LipnetOptimizer
 
 __all__ = ["ManifoldAdam", "DEFAULT_LR"]
 
@@ -47,39 +50,26 @@ _MANIFOLD_KEYS = ("section", "point", "exp_avg", "exp_avg_sq")
 def _dtype(value) -> torch.dtype | None:
     if value is None or isinstance(value, torch.dtype):
         if value not in (None, torch.float32, torch.float64):
-            raise ValueError(f"section_dtype must be float32, float64 or None, got {value}")
+            raise LipnetValue(f"section_dtype must be float32, float64 or None, got {value}")
         return value
     if value in _DTYPES:
         return _DTYPES[value]
-    raise ValueError(f"section_dtype must be 'float32', 'float64' or None (the parameter's dtype), got {value!r}")
+    raise LipnetValue(f"section_dtype must be 'float32', 'float64' or None (the parameter's dtype), got {value!r}")
 
 
-def _kind(p: torch.Tensor) -> str:
-    """`euclidean`, `stiefel`, `grassmann` or `sphere`; raises for manifolds this optimiser cannot handle."""
+def _manifold(p: torch.Tensor) -> Manifold:
+    """The parameter's manifold, checked to be one this optimiser steps: flat, or a frame (global tangent space)."""
     manifold = manifold_of(p)
-    if isinstance(manifold, Grassmann):
-        kind = "grassmann"
-    elif isinstance(manifold, Stiefel):
-        kind = "stiefel"
-    elif isinstance(manifold, Sphere):
-        return "sphere"
-    elif isinstance(manifold, Euclidean):
-        return "euclidean"
-    else:
-        raise TypeError(f"ManifoldAdam handles Euclidean, Sphere, Stiefel and Grassmann parameters, not "
-                        f"{manifold!r}; give this parameter to another optimiser")
-    if p.dim() != 2 or p.shape[0] < p.shape[1]:
-        raise ValueError(f"a {kind} parameter must be a tall N×n frame (N ≥ n), got shape {tuple(p.shape)}; "
-                         f"store the transpose (as OrthogonalLinear does with `transposed`)")
-    return kind
+    if not manifold.flat:
+        try:
+            manifold.frame(p)
+        except TypeError:
+            raise LipnetArgument(f"ManifoldAdam handles Euclidean, Sphere, Stiefel and Grassmann parameters, not "
+                                 f"{manifold!r}; give this parameter to another optimiser") from None
+    return manifold
 
 
-def _frame(t: torch.Tensor, kind: str) -> torch.Tensor:
-    """The N×n frame of a manifold tensor (a sphere tensor is one N×1 column)."""
-    return t.reshape(-1, 1) if kind == "sphere" else t
-
-
-class ManifoldAdam(torch.optim.Optimizer):
+class ManifoldAdam(LipnetOptimizer, torch.optim.Optimizer):
     """Adam for a mix of Euclidean, sphere, Stiefel and Grassmann parameters, stepping in `g^hor`.
 
     Parameters
@@ -99,18 +89,18 @@ class ManifoldAdam(torch.optim.Optimizer):
                  eps: float = 1e-8, weight_decay: float = 0.0, retraction: str = "cayley",
                  section_dtype="float64", max_section_dim: int = 512):
         if not lr > 0:
-            raise ValueError(f"lr must be positive, got {lr}")
+            raise LipnetValue(f"lr must be positive, got {lr}")
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {betas}")
+            raise LipnetValue(f"betas must be two numbers in [0, 1), got {betas}")
         if eps < 0 or weight_decay < 0:
-            raise ValueError(f"eps and weight_decay must be ≥ 0, got eps={eps}, weight_decay={weight_decay}")
+            raise LipnetValue(f"eps and weight_decay must be ≥ 0, got eps={eps}, weight_decay={weight_decay}")
         if retraction not in gt.RETRACTIONS:
-            raise ValueError(f"unknown retraction {retraction!r}; valid: {', '.join(gt.RETRACTIONS)}")
+            raise LipnetValue(f"unknown retraction {retraction!r}; valid: {', '.join(gt.RETRACTIONS)}")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, retraction=retraction,
                         section_dtype=_dtype(section_dtype), max_section_dim=int(max_section_dim))
         super().__init__(params, defaults)
         for p in chain.from_iterable(g["params"] for g in self.param_groups):
-            _kind(p)  # fail at construction, not at the first step
+            _manifold(p)  # fail at construction, not at the first step
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, lr: float | None = None, **options) -> ManifoldAdam:
@@ -130,11 +120,11 @@ class ManifoldAdam(torch.optim.Optimizer):
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError("ManifoldAdam does not support sparse gradients; use dense parameters")
-                kind = _kind(p)
-                if kind == "euclidean":
+                manifold = _manifold(p)
+                if manifold.flat:
                     self._euclidean_step(p, group)
                 else:
-                    self._manifold_step(p, kind, group)
+                    self._manifold_step(p, manifold, group)
         return loss
 
     def _euclidean_step(self, p: torch.Tensor, group: dict) -> None:
@@ -156,10 +146,10 @@ class ManifoldAdam(torch.optim.Optimizer):
         denom = (state["exp_avg_sq"].sqrt() / (1 - beta2**step) ** 0.5).add_(group["eps"])
         p.addcdiv_(state["exp_avg"], denom, value=-step_size)
 
-    def _section(self, p: torch.Tensor, kind: str, dtype: torch.dtype) -> torch.Tensor:
+    def _section(self, p: torch.Tensor, manifold: Manifold, dtype: torch.dtype) -> torch.Tensor:
         """The carried section of `p`, created or re-synchronised when `p` is not its first columns."""
         state = self.state[p]
-        y = _frame(p.detach(), kind)
+        y = manifold.frame(p.detach())
         small = y.shape[1]
         section = state.get("section")
         if section is not None and section.dtype == dtype and torch.equal(section[:, :small].to(y.dtype), y):
@@ -187,24 +177,24 @@ class ManifoldAdam(torch.optim.Optimizer):
             pivot = state["pivot"] = new
         return point, pivot
 
-    def _manifold_step(self, p: torch.Tensor, kind: str, group: dict) -> None:
+    def _manifold_step(self, p: torch.Tensor, manifold: Manifold, group: dict) -> None:
         state = self.state[p]
         dtype = group["section_dtype"] or p.dtype
-        compact = kind == "sphere" and p.numel() > group["max_section_dim"]
+        compact = manifold.householder and p.numel() > group["max_section_dim"]
         if compact:
             point, pivot = self._point(p, dtype)
             big, small = point.shape
         else:
-            section = self._section(p, kind, dtype)
-            big, small = section.shape[0], _frame(p, kind).shape[1]
-        grassmann = kind == "grassmann"
+            section = self._section(p, manifold, dtype)
+            big, small = section.shape[0], manifold.frame(p).shape[1]
+        grassmann = manifold.grassmann
         if "step" not in state:
             state["step"] = torch.tensor(0.0, dtype=torch.get_default_dtype())
             state["exp_avg"] = torch.zeros(big, small, dtype=dtype, device=p.device)
             state["exp_avg_sq"] = torch.zeros(big, 1 if grassmann else small, dtype=dtype, device=p.device)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         beta1, beta2 = group["betas"]
-        egrad = _frame(p.grad, kind).to(dtype)
+        egrad = manifold.frame(p.grad).to(dtype)
         packed = gt.householder_lift(point, pivot, egrad) if compact else gt.lift(section, egrad, grassmann)
         state["step"] += 1
         exp_avg.lerp_(packed, 1 - beta1)

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from lipnet.exceptions import LipnetArgument, LipnetDimension
+from lipnet.exceptions import LipnetArgument, LipnetDimension, LipnetValue
 from lipnet.pathlift import as_weights, layer_weights, path_magnitude_diag
 
 __all__ = ["rescale", "RescaleResult", "rescaling_criterion", "solve_rescaling", "rescale_weights",
@@ -162,9 +162,9 @@ def solve_rescaling(g, granularity: Sequence[str] | str = "neuron", tol: float =
     depth = len(gz)
     gran = [granularity] * (depth - 1) if isinstance(granularity, str) else list(granularity)
     if len(gran) != depth - 1 or any(x not in ("neuron", "layer") for x in gran):
-        raise ValueError(f"granularity must be 'neuron'/'layer' (or one per hidden layer), got {granularity!r}")
+        raise LipnetValue(f"granularity must be 'neuron'/'layer' (or one per hidden layer), got {granularity!r}")
     if any((gw < 0).any() or (gb < 0).any() or not np.isfinite(gw).all() for gw, gb in gz):
-        raise ValueError("the path-magnitude diagonal must be finite and non-negative")
+        raise LipnetValue("the path-magnitude diagonal must be finite and non-negative")
     masks = [(gw > 0, gb > 0) for gw, gb in gz]
     p = float(sum(mw.sum() + mb.sum() for mw, mb in masks))
     # A_h = #live incoming − #live outgoing entries, per hidden neuron
@@ -238,68 +238,35 @@ def fisher_diag(weights, inputs) -> list[tuple[np.ndarray, np.ndarray]]:
 # --- applying it to a Controller ---------------------------------------------------------------------------
 
 def _kinds(model) -> list[str]:
-    from lipnet.nn.layers import FrobeniusLinear, OrthogonalLinear, PlainLinear, SpectralLinear
+    from lipnet.nn.layers import LipschitzLinear
 
-    kinds = []
     for lin in model.layers:
-        for cls, name in ((FrobeniusLinear, "frobenius"), (SpectralLinear, "spectral"),
-                          (OrthogonalLinear, "orthogonal"), (PlainLinear, "plain")):
-            if isinstance(lin, cls):
-                kinds.append(name)
-                break
-        else:
+        if not isinstance(lin, LipschitzLinear):
             raise LipnetArgument(f"cannot rescale a layer of type {type(lin).__name__}: no exact re-expression known")
-    return kinds
+    return [lin.kind for lin in model.layers]
 
 
-def _layer_bounds(model, kinds, new_weights) -> list[float]:
-    """Construction bound of each layer if it held `new_weights` (what `lipschitz()` would report)."""
-    out = []
-    for lin, kind, (w, _) in zip(model.layers, kinds, new_weights, strict=True):
-        if kind == "frobenius":
-            out.append(float(np.linalg.norm(w)))
-        elif kind == "orthogonal":
-            old = lin.weight.detach().double().cpu().numpy()
-            out.append(lin.lipschitz() * float(np.linalg.norm(w) / np.linalg.norm(old)))
-        else:
-            out.append(float(np.linalg.norm(w, 2)))
-    return out
+def _layer_bounds(model, new_weights) -> list[float]:
+    """Construction bound of each layer if it held `new_weights` (each layer's `lipschitz_of`)."""
+    return [lin.lipschitz_of(w) for lin, (w, _) in zip(model.layers, new_weights, strict=True)]
 
 
-@torch.no_grad()
-def _write(model, kinds, new_weights) -> None:
-    for lin, kind, (w, b) in zip(model.layers, kinds, new_weights, strict=True):
-        dev, dt = lin.bias.device if lin.bias is not None else lin.gain.device, lin.gain.dtype
-        if lin.bias is not None:
-            lin.bias.copy_(torch.as_tensor(b, dtype=lin.bias.dtype, device=dev))
-        if kind == "plain":
-            lin.raw_weight.copy_(torch.as_tensor(w, dtype=lin.raw_weight.dtype, device=dev))
-        elif kind == "frobenius":
-            norm = float(np.linalg.norm(w))
-            lin.direction.copy_(torch.as_tensor(w / norm, dtype=lin.direction.dtype, device=dev))
-            lin.gain.copy_(torch.tensor(norm, dtype=dt, device=dev))
-        elif kind == "spectral":
-            v = torch.as_tensor(w, dtype=lin.raw_weight.dtype, device=dev)
-            lin.raw_weight.copy_(v)
-            # The forward divides by the same σ_max computation, so W is reproduced to rounding.
-            lin.gain.copy_(torch.linalg.matrix_norm(v, ord=2).to(dt))
-        else:  # orthogonal: W' = c·W (layer granularity), only the gain moves
-            old = lin.weight.detach().double().cpu().numpy()
-            c = float(np.linalg.norm(w) / np.linalg.norm(old))
-            lin.gain.mul_(c)
+def _write(model, new_weights) -> None:
+    for lin, (w, b) in zip(model.layers, new_weights, strict=True):
+        lin.set_weight(w, b)
 
 
 def _check_tol(tol, max_sweeps):
     if not (isinstance(tol, int | float) and tol > 0):
-        raise ValueError(f"tol must be a positive number, got {tol!r}")
+        raise LipnetValue(f"tol must be a positive number, got {tol!r}")
     if not (isinstance(max_sweeps, int) and max_sweeps >= 1):
-        raise ValueError(f"max_sweeps must be a positive integer, got {max_sweeps!r}")
+        raise LipnetValue(f"max_sweeps must be a positive integer, got {max_sweeps!r}")
 
 
 def _reference_diag(reference, ws):
     if isinstance(reference, str):
         if reference not in REFERENCES:
-            raise ValueError(f"unknown reference {reference!r}; valid: {', '.join(REFERENCES)}, "
+            raise LipnetValue(f"unknown reference {reference!r}; valid: {', '.join(REFERENCES)}, "
                              "or a list of positive (dW, db) arrays shaped like the layers")
         return None
     try:
@@ -311,11 +278,11 @@ def _reference_diag(reference, ws):
                                   for (dw, db), (w, b) in zip(ref, ws, strict=True)):
         raise LipnetDimension("reference diagonal must have one (dW, db) pair shaped like each layer's (W, b)")
     if any(not ((dw > 0).all() and (db > 0).all()) for dw, db in ref):
-        raise ValueError("reference diagonal entries must be positive")
+        raise LipnetValue("reference diagonal entries must be positive")
     return ref
 
 
-def _fit_budget(model, kinds, ws, g, z, gran, tol, max_sweeps):
+def _fit_budget(model, ws, g, z, gran, tol, max_sweeps):
     """Shrink the optimal log-scales z* until the construction bound Π Lip(W_l) is not above its value now.
 
     The anchor z_a is the layer-wise optimum (one scale per hidden layer: the per-layer factors telescope,
@@ -324,7 +291,7 @@ def _fit_budget(model, kinds, ws, g, z, gran, tol, max_sweeps):
     budget holds even where the constraint is not convex), and F is at most F(z_a) by convexity of F.
     """
     def bound(zz) -> float:
-        return float(np.prod(_layer_bounds(model, kinds, rescale_weights(ws, zz))))
+        return float(np.prod(_layer_bounds(model, rescale_weights(ws, zz))))
 
     limit = bound([np.zeros_like(v) for v in z]) * (1 + 1e-12)  # same formula as the test: exact at z = 0
     if bound(z) <= limit:
@@ -371,9 +338,9 @@ def rescale(model, reference="identity", tol: float = 1e-2, max_sweeps: int = 10
                              f"{model.activation!r}")
     _check_tol(tol, max_sweeps)
     if kernel not in KERNELS:
-        raise ValueError(f"unknown kernel {kernel!r}; valid: {', '.join(KERNELS)}")
+        raise LipnetValue(f"unknown kernel {kernel!r}; valid: {', '.join(KERNELS)}")
     if not (reg >= 0 and np.isfinite(reg)):
-        raise ValueError(f"reg must be a finite non-negative number, got {reg!r}")
+        raise LipnetValue(f"reg must be a finite non-negative number, got {reg!r}")
     kinds = _kinds(model)
     if len(kinds) < 2:
         return RescaleResult(0, [], True, [], granularity="neuron")  # no hidden neuron: nothing to do
@@ -404,7 +371,7 @@ def rescale(model, reference="identity", tol: float = 1e-2, max_sweeps: int = 10
         if granularity == "neuron" and "orthogonal" in kinds:
             raise LipnetArgument("per-neuron rescaling breaks orthogonal layers; use granularity='layer' or 'auto'")
     else:
-        raise ValueError(f"granularity must be 'auto', 'neuron' or 'layer', got {granularity!r}")
+        raise LipnetValue(f"granularity must be 'auto', 'neuron' or 'layer', got {granularity!r}")
     if preserve_bound is None:
         preserve_bound = any(k in ("frobenius", "spectral") for k in kinds)
 
@@ -413,9 +380,9 @@ def rescale(model, reference="identity", tol: float = 1e-2, max_sweeps: int = 10
     bound_before = float(np.prod(bounds_before))
     t, anchor = 1.0, "zero"
     if preserve_bound:
-        z, t, anchor = _fit_budget(model, kinds, ws, g, z, gran, tol, max_sweeps)
+        z, t, anchor = _fit_budget(model, ws, g, z, gran, tol, max_sweeps)
     new = rescale_weights(ws, z)
-    _write(model, kinds, new)
+    _write(model, new)
     return RescaleResult(
         iterations=sweeps, criterion_history=history, converged=converged,
         scales=[np.exp(0.5 * v) for v in z], criterion_before=history[0],

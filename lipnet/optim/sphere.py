@@ -29,44 +29,44 @@ import math
 
 import torch
 
-from lipnet.exceptions import LipnetArgument
+from lipnet.exceptions import LipnetArgument, LipnetValue
 from lipnet.manifolds import Euclidean, Sphere, manifold_of
 
+from .base import LipnetOptimizer
 from .layerwise import NON_FINITE, all_finite, check_options, layers_of
 
 __all__ = ["SphereNewton", "SphereMM"]
 
-_SPHERE = Sphere()
 
-
-def _split_params(params, name: str):
+def _trainable(params, name: str) -> list[torch.Tensor]:
     params = [p for p in params if p.requires_grad]
     if not params:
         raise LipnetArgument(f"{name} got no trainable parameters")
-    spherical = []
     for p in params:
         m = manifold_of(p)
-        if isinstance(m, Sphere) and m.batch_dims == 0:
-            spherical.append(True)
-        elif isinstance(m, Euclidean):
-            spherical.append(False)
-        else:
+        if not ((isinstance(m, Sphere) and m.batch_dims == 0) or isinstance(m, Euclidean)):
             raise LipnetArgument(f"{name} handles parameters on a Sphere or Euclidean ones, not {m!r}; "
                                  "use manifold-adam for Stiefel parameters")
-    return params, spherical
+    return params
 
 
-class _CurveOptimizer(torch.optim.Optimizer):
-    """Common machinery: closure evaluation, the update curve, the decrease check, state."""
+class _CurveOptimizer(LipnetOptimizer, torch.optim.Optimizer):
+    """Common machinery: closure evaluation, the update curve, the decrease check, state.
+
+    Every parameter moves by its own manifold's maps (`manifold_of`): Exp on a sphere, the straight line on a
+    Euclidean parameter.
+    """
 
     wants_loss_closure = True
     _state_key = "curve"
 
-    def __init__(self, params, spherical, renormalize: bool, defaults: dict):
-        self._spherical = spherical
+    def __init__(self, params, renormalize: bool, defaults: dict):
+        params = list(params)
+        self._manifolds = [manifold_of(p) for p in params]
+        self._spherical = [isinstance(m, Sphere) for m in self._manifolds]
         self.renormalize = bool(renormalize)
         super().__init__(params, defaults)
-        self.last_info: dict = {}
+        self.last_info = {}
 
     @property
     def _params(self) -> list[torch.Tensor]:
@@ -103,15 +103,15 @@ class _CurveOptimizer(torch.optim.Optimizer):
         # derivatives are those of the curve actually followed.
         self._entry = [p.detach().clone() for p in self._params]  # restored if the step is skipped
         if self.renormalize:
-            for p, s in zip(self._params, self._spherical, strict=True):
+            for p, m, s in zip(self._params, self._manifolds, self._spherical, strict=True):
                 if s:
-                    p.copy_(_SPHERE.projx(p))
+                    p.copy_(m.projx(p))
 
     @torch.no_grad()
     def _move(self, base, velocity, t: float) -> None:
         """Set the parameters to the curve point `c(t)`: Exp_x(t v) on spheres, x + t v elsewhere."""
-        for p, x, v, s in zip(self._params, base, velocity, self._spherical, strict=True):
-            p.copy_(_SPHERE.expmap(x, t * v) if s else x + t * v)
+        for p, x, v, m in zip(self._params, base, velocity, self._manifolds, strict=True):
+            p.copy_(m.expmap(x, t * v))
 
     @torch.no_grad()
     def _evaluate(self, closure) -> float:
@@ -165,15 +165,15 @@ class SphereNewton(_CurveOptimizer):
 
     def __init__(self, params, *, normalize_layers: bool = False, armijo: float = 1e-4, max_backtracks: int = 30,
                  max_angle: float = math.pi / 2, check_decrease: bool = True, renormalize: bool = True):
-        params, spherical = _split_params(params, "sphere-newton")
+        params = _trainable(params, "sphere-newton")
         if not 0 < max_angle <= math.pi / 2:
-            raise ValueError(f"max_angle must be in (0, π/2], got {max_angle}")
+            raise LipnetValue(f"max_angle must be in (0, π/2], got {max_angle}")
         if not 0 <= armijo < 0.5:
-            raise ValueError(f"armijo must be in [0, 0.5), got {armijo}")
+            raise LipnetValue(f"armijo must be in [0, 0.5), got {armijo}")
         self.normalize_layers, self.armijo = bool(normalize_layers), float(armijo)
         self.max_backtracks, self.max_angle = int(max_backtracks), float(max_angle)
         self.check_decrease = bool(check_decrease)
-        super().__init__(params, spherical, renormalize, defaults={})
+        super().__init__(params, renormalize, defaults={})
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, **options) -> SphereNewton:
@@ -190,11 +190,8 @@ class SphereNewton(_CurveOptimizer):
             return loss, None, None, math.nan, math.nan, (math.nan, math.nan)
         base = self._base_points()
         gdet = [g.detach() for g in grads]
-        if direction is None:
-            d = [_SPHERE.proju(x, g) if s else g.clone() for x, g, s in zip(base, gdet, self._spherical, strict=True)]
-        else:
-            d = [(_SPHERE.proju(x, v.detach()) if s else v.detach().clone())
-                 for x, v, s in zip(base, direction, self._spherical, strict=True)]
+        given = gdet if direction is None else [v.detach() for v in direction]
+        d = [m.proju(x, v) for x, v, m in zip(base, given, self._manifolds, strict=True)]
         if self.normalize_layers:
             d = [v / v.norm() if float(v.norm()) > 0 else v for v in d]
         dphi = -float(sum((g * v).sum() for g, v in zip(gdet, d, strict=True)))
@@ -333,11 +330,10 @@ class SphereMM(_CurveOptimizer):
         if not all(info.spherical for info in self.layers):
             raise LipnetArgument("sphere-mm needs Frobenius-normalised layers (layer='frobenius')")
         if not (loss_curvature > 0 and relax >= 1 and 0 < max_angle <= math.pi / 2):
-            raise ValueError("need loss_curvature > 0, relax >= 1 and max_angle in (0, π/2]")
+            raise LipnetValue("need loss_curvature > 0, relax >= 1 and max_angle in (0, π/2]")
         params = [p for info in self.layers for p in (info.weight, info.bias) if p is not None]
-        spherical = [p is info.weight for info in self.layers for p in (info.weight, info.bias) if p is not None]
         self.relax, self.max_backtracks, self.max_angle = float(relax), int(max_backtracks), float(max_angle)
-        super().__init__(params, spherical, renormalize, defaults={})
+        super().__init__(params, renormalize, defaults={})
         self._memory.setdefault("beta", float(loss_curvature))
         # Registered once: a hook object that changed at every step would make dynamo recompile every step.
         self._input_norms = [_InputNorms() for _ in self.layers]
@@ -405,11 +401,11 @@ class SphereMM(_CurveOptimizer):
         gains = [info.gain for info in self.layers]
         for l, info in enumerate(self.layers):
             x, g = next(it)
-            e = -_SPHERE.proju(x, g)
+            e = -info.manifold.proju(x, g)
             n = float(e.norm())
             above = math.prod(gains[l + 1:])
             if n > 0:
-                moves.append((info.weight, x, e / n, None))
+                moves.append((info.weight, x, e / n, info.manifold, None))
                 G += n
                 K += above * info.gain * rho[l]
                 A += radial[l]
@@ -418,7 +414,7 @@ class SphereMM(_CurveOptimizer):
                 nb = float(gb.norm())
                 kappa = info.gain * rho[l]
                 if nb > 0 and kappa > 0:
-                    moves.append((info.bias, b, -gb / nb, kappa))
+                    moves.append((info.bias, b, -gb / nb, manifold_of(info.bias), kappa))
                     G += kappa * nb
                     K += above * info.gain * rho[l]
         info = {"loss": L0, "G": G, "A": A, "K": K, "rho": rho, "safeguards": [], "skipped": None}
@@ -461,8 +457,6 @@ class SphereMM(_CurveOptimizer):
 
     @torch.no_grad()
     def _apply(self, moves, theta: float) -> None:
-        for p, x, e, kappa in moves:
-            if kappa is None:
-                p.copy_(_SPHERE.expmap(x, theta * e))
-            else:
-                p.copy_(x + (kappa * math.sin(theta)) * e)
+        """Each part to its curve point: the weight turned by θ on its sphere, the bias moved by `κ sin θ`."""
+        for p, x, e, manifold, kappa in moves:
+            p.copy_(manifold.expmap(x, (theta if kappa is None else kappa * math.sin(theta)) * e))

@@ -156,7 +156,8 @@ def _quiet(*_args, **_kw) -> None:
 
 def read_run(run_dir: Path) -> dict[str, Any]:
     """The summary columns of a finished run folder (summary.json, and certificate.json when there is one)."""
-    from lipnet.certify import CERTIFICATE_NAME
+    from lipnet.certify import CERTIFICATE_NAME, read_certificate
+    from lipnet.certify.certificate import stated_tightest
 
     s = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     ev = s.get("evaluation") or {}
@@ -167,9 +168,9 @@ def read_run(run_dir: Path) -> dict[str, Any]:
            "steps": s.get("steps"), "seconds": s.get("seconds")}
     cert_path = run_dir / CERTIFICATE_NAME
     if cert_path.is_file():
-        cert = json.loads(cert_path.read_text(encoding="utf-8"))
-        tight = cert.get("tightest_upper") or {}
-        row.update(certified_bound=tight.get("value"), certified_method=tight.get("method"),
+        cert = read_certificate(cert_path)
+        bound, method = stated_tightest(cert)
+        row.update(certified_bound=bound, certified_method=method,
                    closed_loop_certified=(cert.get("closed_loop") or {}).get("certified"))
     return row
 
@@ -187,15 +188,15 @@ def _work(task: dict, work: Path) -> None:
         cfg = RunConfig.from_dict(task["config"])
         result = loop.train(cfg, work, resume=mode == "resume", overwrite=mode == "restart", progress=False,
                             log=_quiet)
-        plant = plants.load(result.summary["plant"])
-        write_report(result, plant, plants.lqr(plant), plant.horizon)
+        write_report(result)
     if task.get("certify") and mode != "done":
         from lipnet.certify import certify_controller, write_certificate
-        from lipnet.train.checkpoint import load_checkpoint, load_controller
+        from lipnet.train.checkpoint import load_trained
 
-        controller = load_controller(work)
-        spec = load_checkpoint(work).get("plant") or ""
-        cert = certify_controller(controller, plants.load(spec) if spec else None, roa=bool(task.get("roa")))
+        trained = load_trained(work)
+        spec = trained.plant
+        cert = certify_controller(trained.controller, plants.load(spec) if spec else None,
+                                  roa=bool(task.get("roa")))
         write_certificate(cert, work)
 
 

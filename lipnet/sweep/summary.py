@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from lipnet.fileio import atomic_write
+from lipnet.fileio import atomic_savefig
 
 __all__ = ["plot_summary"]
 
@@ -61,7 +61,4 @@ def plot_summary(rows: list[dict], path: str | Path) -> Path:
     if optimizers and done:
         axes[0][-1].legend(fontsize=7, title="optimizer", title_fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
-    return path
+    return atomic_savefig(fig, Path(path), dpi=100)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from lipnet.exceptions import RunFolderError
 from lipnet.fileio import atomic_write
 from lipnet.nn import Controller
 
-__all__ = ["save_controller", "load_checkpoint", "load_controller", "atomic_torch_save", "CHECKPOINT_NAME"]
+__all__ = ["save_controller", "load_trained", "TrainedController", "load_controller", "atomic_torch_save",
+           "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "controller.pt"
 FORMAT = "lipnet-controller/1"
@@ -42,11 +44,19 @@ def save_controller(controller: Controller, path: str | os.PathLike, plant: str 
     return path
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """The checkpoint dict of a run folder or a `controller.pt` file."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
+@dataclass
+class TrainedController:
+    """A `controller.pt` read back: the controller (float32, eval mode) and what the run recorded with it."""
+
+    controller: Controller
+    plant: str  # the plant spec it was trained for ("" when none was recorded)
+    dt: float | None  # the sample time it was trained at
+    meta: dict  # free-form run metadata (step, optimizer, requested bound, ...)
+    lipnet_version: str  # the lipnet that wrote the checkpoint
+    path: Path  # the file read
+
+
+def _read(path: Path) -> dict:
     if not path.exists():
         raise RunFolderError(f"no controller checkpoint at {path}; train one with `lipnet train ... --out RUN_DIR`")
     try:
@@ -58,13 +68,23 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
-def load_controller(path: str | os.PathLike) -> Controller:
-    """The trained `Controller` (float32, eval mode) from a run folder or `controller.pt`."""
-    ckpt = load_checkpoint(path)
+def load_trained(path: str | os.PathLike) -> TrainedController:
+    """The one reader of `controller.pt` (a run folder or the file): the controller, its plant spec, dt and meta."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    ckpt = _read(path)
     try:
         controller = Controller.from_config(ckpt["config"])
         controller.load_state_dict(ckpt["state_dict"])
     except Exception as exc:  # noqa: BLE001 - a checkpoint whose config or weights do not make a Controller
         raise RunFolderError(f"{path}: the checkpoint does not rebuild a controller ({exc.__class__.__name__}: "
                              f"{' '.join(str(exc).split())[:300]}); retrain it with `lipnet train`") from None
-    return controller.eval()
+    dt = ckpt.get("dt")
+    return TrainedController(controller.eval(), str(ckpt.get("plant") or ""), None if dt is None else float(dt),
+                             dict(ckpt.get("meta") or {}), str(ckpt.get("lipnet_version") or ""), path)
+
+
+def load_controller(path: str | os.PathLike) -> Controller:
+    """The trained `Controller` (float32, eval mode) from a run folder or `controller.pt`."""
+    return load_trained(path).controller

@@ -74,6 +74,9 @@ class TrainConfig:
     warmup: int = 50  # imitation steps with the LQR expert: a stabilising start for the rollout cost
     demo_warmup: int = 1500  # imitation steps with the MPC expert's demonstrations
     demos: int = 128  # initial states the MPC expert is run from (each over the plant's horizon)
+    # Weight of the gain error at the equilibrium (losses.LocalGain) added to both phases; -1 (auto): 1 with the
+    # MPC expert (a wide task, where the optimum still linearises to the LQR gain), 0 with the LQR one.
+    local_gain: float = -1.0
     dagger: int = 0  # DAgger rounds in the imitation phase: relabel the states the controller visits with the expert
     optimizer: str = "sphere-mm"  # paper 000, algorithm 2: the automatic optimiser that trained every plant tried
     lr: float = 0.0  # 0: the optimiser's default (only adam / sgd / manifold-adam take one)
@@ -116,6 +119,9 @@ class TrainConfig:
                 where = flag or f"[train] {name}"
                 raise LipnetArgument(f"{where} must be an integer from {low} to {_LIMITS.get(name, 10**7)}, "
                                      f"got {value!r}")
+        if not (math.isfinite(self.local_gain) and (self.local_gain >= 0 or self.local_gain == -1)):
+            raise LipnetArgument(f"[train] local_gain must be a finite weight >= 0, or -1 (auto), got "
+                                 f"{self.local_gain!r}")
         if not (math.isfinite(self.lr) and self.lr >= 0):
             raise LipnetArgument(f"--lr must be a finite number >= 0 (0: the optimiser's default), got {self.lr!r}")
         box = self.roa_box

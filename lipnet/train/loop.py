@@ -18,30 +18,34 @@ import torch
 import plants
 from lipnet import __version__
 from lipnet.exceptions import LipnetArgument, LipnetDimension, RunFolderError, TrainingFailed
+from lipnet.optim import base as optim_contract
 from lipnet.optim import make_optimizer
 from lipnet.optim.registry import optimizer_class
 from lipnet.train.checkpoint import atomic_torch_save, save_controller
 from lipnet.train.config import RunConfig, dump_toml
 from lipnet.train.expert import MPCExpert
-from lipnet.train.losses import DemoImitation, make_objective
+from lipnet.train.losses import DemoImitation, LocalGain, make_objective
 from lipnet.train.lyapunov import LyapunovObjective, target_shape
 from lipnet.train.normalise import build_controller, plan_controller
 from lipnet.train.rundir import CONFIG, METRICS, TRAIN_STATE, atomic_write_text, check_run_dir, prepare_run_dir
 from lipnet.train.stopping import AUTO_ROLLOUT_STEPS_MPC, AUTO_STEPS, plateau
 
-__all__ = ["train", "TrainResult", "evaluate", "Evaluator"]
+__all__ = ["train", "TrainResult", "Evaluator"]
 
 METRIC_FIELDS = ["step", "objective", "loss", "eval_cost_ratio", "eval_success", "seconds", "skipped", "info"]
 
 
 @dataclass
 class TrainResult:
-    """What a run produced: the controller, its folder, the metrics and the evaluation summary."""
+    """What a run produced: the controller, its folder, the metrics, the evaluation summary, and the plant and its
+    LQR the run built (the report draws the saturated LQR beside the controller without solving it again)."""
 
     controller: Any
     run_dir: Path
     metrics: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+    plant: Any = None
+    lqr: Any = None
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -98,11 +102,6 @@ class Evaluator:
         }
 
 
-def evaluate(plant, controller, lqr, x0: torch.Tensor, horizon: int, terminal: str = "lqr") -> dict:
-    """Closed-loop cost of the controller vs the LQR optimum and the (clipped) LQR policy on the same x0."""
-    return Evaluator(plant, lqr, x0, horizon, terminal)(controller)
-
-
 def _finite_params(module: torch.nn.Module) -> bool:
     return all(torch.isfinite(p).all() for p in module.parameters())
 
@@ -148,7 +147,7 @@ def _check_config(cfg: RunConfig):
                                   f"{name} = {getattr(plant, name)}; fix [controller] {name} or the plant spec")
     tc = cfg.train
     opt_cls = optimizer_class(tc.optimizer)  # an unknown name fails here, not after the folder is replaced
-    if tc.compile and getattr(opt_cls, "needs_double_backward", False):
+    if tc.compile and optim_contract.needs_double_backward(opt_cls):
         raise LipnetArgument(f"optimizer {tc.optimizer} takes Hessian-vector products through the rollout, which a "
                              "torch.compile'd rollout cannot differentiate twice; drop --compile (compile = false "
                              "in [train]) or choose sphere-mm, agd or manifold-adam")
@@ -228,6 +227,12 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
             f"{time.perf_counter() - t_demo:.0f} s)")
     elif tc.warmup:
         warmup, n_warm = make_objective("imitation", plant, lqr, horizon), tc.warmup
+    gain_weight = tc.local_gain if tc.local_gain >= 0 else (1.0 if mpc else 0.0)
+    if gain_weight > 0:  # both phases keep the LQR gain at the equilibrium (losses.LocalGain)
+        scale = np.abs(np.asarray(plant.init_eval.scale, dtype=float))
+        objective = LocalGain(objective, plant, lqr.K, scale, gain_weight)
+        if warmup is not None:
+            warmup = LocalGain(warmup, plant, lqr.K, scale, gain_weight)
     x_eval = plant.sample_initial(tc.eval_batch, "eval", generator=torch.Generator().manual_seed(cfg.seed + 1),
                                   dtype=dtype)
     evaluator = Evaluator(plant, lqr, x_eval, plant.horizon, terminal)
@@ -318,7 +323,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
         row = {"step": step + 1, "objective": getattr(phase, "name", tc.objective), "loss": loss_value,
                "eval_cost_ratio": "", "eval_success": "",
                "seconds": round(time.perf_counter() - t0, 3), "skipped": skipped,
-               "info": _info_string(getattr(step_opt, "last_info", None))}
+               "info": _info_string(optim_contract.last_info(step_opt))}
         if step + 1 == n_warm:  # what the rollout phase starts from (the report says how far it moved)
             warm_state = copy.deepcopy(controller.state_dict())
         if validator is not None and n_warm <= step + 1 <= total_main and (
@@ -360,8 +365,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
         if done:
             break
     for o in {id(opt): opt, id(warm_opt): warm_opt, id(roa_opt): roa_opt}.values():
-        if hasattr(o, "close"):  # the returned controller carries no optimiser hooks
-            o.close()
+        optim_contract.close(o)  # the returned controller carries no optimiser hooks
     controller.straight_through = False
     final_step = rows[-1]["step"] if rows else 0
     summary = {}
@@ -380,14 +384,18 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
                         "activation": activation, "warm_start_optimizer": WARM_OPTIMIZER if mpc else tc.optimizer,
                         "warm_start_steps": min(n_warm, total), "training_horizon": horizon, "terminal": terminal,
                         "restored_best_step": restored,
-                        "moved_from_warm_start": _moved(controller, warm_state, x_eval, plant)})
+                        "moved_from_warm_start": _moved(controller, warm_state, x_eval, plant),
+                        # ‖(∂π/∂x(x_eq) + K) S‖_F / ‖K S‖_F: 0 where the controller linearises to the LQR
+                        "equilibrium_gain_error": math.sqrt(float(LocalGain(
+                            objective, plant, lqr.K, np.abs(np.asarray(plant.init_eval.scale, dtype=float)))
+                            .gain_error(controller, dtype)))})
         if roa_obj is not None:
             summary["roa_stage"] = {
                 "steps": tc.roa_steps, "P": roa_state["P"].tolist(), "rate": roa_state["rate"],
                 "box": tc.roa_box or None, "violating_share_before": roa_state["before"],
                 "violating_share_after": _violation_share(roa_obj, controller, cfg.seed),
                 "note": "share of 4096 states in {V ≤ 1} where V(F(x)) ≥ V(x); `lipnet certify` proves the region"}
-    return TrainResult(controller=controller, run_dir=run_dir, metrics=rows, summary=summary)
+    return TrainResult(controller=controller, run_dir=run_dir, metrics=rows, summary=summary, plant=plant, lqr=lqr)
 
 
 # A run stops with an error when this many steps in a row, or more than half of its steps (from 20 on), were
@@ -497,18 +505,8 @@ def _sample_training_states(plant, tc, gen, dtype) -> torch.Tensor:
 
 
 def _optimizer_step(opt, objective, controller, x0):
-    """One optimiser step on the objective at the initial states `x0`, by the registry's closure convention."""
-    if getattr(opt, "wants_loss_closure", False):
-        return opt.step(lambda: objective(controller, x0))
-
-    def closure():
-        opt.zero_grad()
-        value = objective(controller, x0)
-        if torch.isfinite(value):
-            value.backward()
-        return value
-
-    return opt.step(closure)
+    """One optimiser step on the objective at the initial states `x0`, by the optimiser's closure convention."""
+    return optim_contract.step(opt, lambda: objective(controller, x0))
 
 
 def _progress(it, enabled: bool, **kw):

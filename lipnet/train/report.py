@@ -10,8 +10,7 @@ import numpy as np
 import torch
 
 import plants
-from lipnet.fileio import atomic_write
-from lipnet.train.rundir import atomic_write_text
+from lipnet.fileio import atomic_savefig, atomic_write
 
 __all__ = ["write_report", "headline", "warnings_of"]
 
@@ -43,8 +42,7 @@ def plot_loss(rows: list[dict], path: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    atomic_savefig(fig, path)
 
 
 @torch.no_grad()
@@ -75,8 +73,7 @@ def plot_responses(plant, controller, lqr, x0: torch.Tensor, horizon: int, path:
             axes[i, col].grid(alpha=0.3)
     fig.suptitle("closed loop from the same evaluation starts", fontsize=9)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    atomic_savefig(fig, path)
 
 
 def headline(summary: dict) -> list[str]:
@@ -117,15 +114,21 @@ def warnings_of(summary: dict) -> list[str]:
     return out
 
 
-def write_report(result, plant, lqr, horizon: int, n_responses: int = 4) -> Path:
-    """Write plots, `summary.json` and `report.md` into the run folder; return the report's path."""
+def write_report(result, plant=None, lqr=None, horizon: int | None = None, n_responses: int = 4) -> Path:
+    """Write plots, `summary.json` and `report.md` into the run folder; return the report's path.
+
+    `plant`, `lqr` and `horizon` default to the run's own (`result.plant`, `result.lqr`, the plant's horizon).
+    """
+    plant = result.plant if plant is None else plant
+    lqr = result.lqr if lqr is None else lqr
+    horizon = plant.horizon if horizon is None else horizon
     run_dir = Path(result.run_dir)
     s = result.summary
     plot_loss(result.metrics, run_dir / "loss.png")
     x0 = plant.sample_initial(n_responses, "eval", generator=torch.Generator().manual_seed(12345),
                               dtype=next(result.controller.parameters()).dtype)
     plot_responses(plant, result.controller, lqr, x0, horizon, run_dir / "responses.png")
-    atomic_write_text(run_dir / "summary.json", json.dumps(s, indent=2, default=float) + "\n")
+    atomic_write(run_dir / "summary.json", json.dumps(s, indent=2, default=float) + "\n")
     ev = s["evaluation"]
     gap = ev["cost_ratio_to_lqr_optimum"] - 1.0
     both = ev.get("cost_ratio_to_lqr_policy_both_stabilised")
@@ -141,7 +144,9 @@ def write_report(result, plant, lqr, horizon: int, n_responses: int = 4) -> Path
         + (f"; the best validated controller (step {s['restored_best_step']}) was kept"
            if s.get("restored_best_step") else ""),
         f"- Lipschitz bound by construction: **{s['lipschitz_bound_by_construction']:.4g}** "
-        f"(requested {s['lipschitz_requested']:.4g}; {s['lipschitz_source']}); ‖K_lqr‖₂ = {s['lqr_gain_norm']:.4g}",
+        f"(requested {s['lipschitz_requested']:.4g}; {s['lipschitz_source']}); ‖K_lqr‖₂ = {s['lqr_gain_norm']:.4g}"
+        + (f"; gain at the equilibrium vs the LQR's: {s['equilibrium_gain_error']:.3g} (relative error, scaled)"
+           if s.get("equilibrium_gain_error") is not None else ""),
         "",
         f"## Evaluation ({ev['n_initial_states']} held-back initial states from the evaluation distribution: "
         f"{region.get('kind', '')} {region.get('scale', '')} around {region.get('center', '')})",
@@ -169,5 +174,5 @@ def write_report(result, plant, lqr, horizon: int, n_responses: int = 4) -> Path
         "Next: `lipnet certify " + str(run_dir) + "`, then `lipnet export " + str(run_dir) + " --out controller.onnx`.",
     ]
     path = run_dir / "report.md"
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write(path, "\n".join(lines) + "\n")
     return path
