@@ -170,8 +170,7 @@ def region_box(plant, box=None) -> np.ndarray:
     Periodic coordinates are capped just below π, so the box never wraps around the circle.
     """
     if box is None:
-        init = plant.init_eval
-        w = np.abs(np.asarray(init.scale, float)).reshape(plant.n_x) * (3.0 if init.kind == "normal" else 1.0)
+        w = plant.eval_box().reshape(plant.n_x)
     else:
         w = np.asarray(box, dtype=float).reshape(-1)
         if w.size == 1:

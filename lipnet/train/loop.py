@@ -17,7 +17,8 @@ import torch
 
 import plants
 from lipnet import __version__
-from lipnet.exceptions import LipnetArgument, LipnetDimension, RunFolderError, TrainingFailed
+from lipnet.exceptions import LipnetArgument, LipnetDimension, LipnetValue, RunFolderError, TrainingFailed
+from lipnet.fileio import atomic_write
 from lipnet.optim import base as optim_contract
 from lipnet.optim import make_optimizer
 from lipnet.optim.registry import optimizer_class
@@ -27,7 +28,7 @@ from lipnet.train.expert import MPCExpert
 from lipnet.train.losses import DemoImitation, LocalGain, make_objective
 from lipnet.train.lyapunov import LyapunovObjective, target_shape
 from lipnet.train.normalise import build_controller, plan_controller
-from lipnet.train.rundir import CONFIG, METRICS, TRAIN_STATE, atomic_write_text, check_run_dir, prepare_run_dir
+from lipnet.train.rundir import CONFIG, METRICS, TRAIN_STATE, check_run_dir, prepare_run_dir
 from lipnet.train.stopping import AUTO_ROLLOUT_STEPS_MPC, AUTO_STEPS, plateau
 
 __all__ = ["train", "TrainResult", "Evaluator"]
@@ -52,7 +53,7 @@ def _dtype(name: str) -> torch.dtype:
     try:
         return {"float32": torch.float32, "float64": torch.float64}[name]
     except KeyError:
-        raise ValueError(f"dtype must be float32 or float64, got {name!r}") from None
+        raise LipnetValue(f"dtype must be float32 or float64, got {name!r}") from None
 
 
 class Evaluator:
@@ -111,7 +112,7 @@ def _write_metrics(run_dir: Path, rows: list[dict]) -> None:
     writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS)
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(run_dir / METRICS, buf.getvalue())
+    atomic_write(run_dir / METRICS, buf.getvalue())
 
 
 def _info_string(info: dict | None) -> str:
@@ -197,7 +198,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
     if tc.rescale == "path" and state is None:
         rescale_info = _rescale(controller, activation)
     elif tc.rescale not in ("none", "path"):
-        raise ValueError(f"rescale must be 'none' or 'path', got {tc.rescale!r}")
+        raise LipnetValue(f"rescale must be 'none' or 'path', got {tc.rescale!r}")
     opt = make_optimizer(tc.optimizer, controller, lr=tc.lr or None)
     # Imitating the MPC's demonstrations is a regression on a fixed data set: there sphere-mm's majoriser
     # backtracks at every minibatch and stalls (normalised error 0.21, 0 % upright, 1500 steps), while Adam on
@@ -268,7 +269,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
     resolved = cfg.to_dict()  # every "auto" written as what it became, so --config reproduces the run
     resolved["controller"].update(lipschitz=float(plan.lipschitz), activation=activation)
     resolved["train"].update(expert=expert, steps=tc.steps or total_main, terminal=terminal)
-    atomic_write_text(run_dir / CONFIG, f"# lipnet {__version__} run configuration; bound source: "
+    atomic_write(run_dir / CONFIG, f"# lipnet {__version__} run configuration; bound source: "
                                         f"{plan.lipschitz_source}\n" + dump_toml(resolved))
     log(f"plant {plant.name} ({plant.n_x} states, {plant.n_u} inputs, dt={plant.dt:g}s); optimizer {tc.optimizer}; "
         f"Lipschitz bound {plan.lipschitz:.4g} ({plan.lipschitz_source})")
@@ -501,7 +502,7 @@ def _sample_training_states(plant, tc, gen, dtype) -> torch.Tensor:
         half = tc.batch // 2
         return torch.cat([plant.sample_initial(tc.batch - half, "train", generator=gen, dtype=dtype),
                           plant.sample_initial(half, "eval", generator=gen, dtype=dtype)])
-    raise ValueError(f"initial_states must be 'train' or 'mix', got {tc.initial_states!r}")
+    raise LipnetValue(f"initial_states must be 'train' or 'mix', got {tc.initial_states!r}")
 
 
 def _optimizer_step(opt, objective, controller, x0):
@@ -519,7 +520,7 @@ def _progress(it, enabled: bool, **kw):
 
 def _rescale(controller, activation: str, sweeps: int | None = None):
     if activation != "relu":
-        raise ValueError(f"--rescale path needs ReLU activations (path-lifting symmetry), not {activation!r}")
+        raise LipnetValue(f"--rescale path needs ReLU activations (path-lifting symmetry), not {activation!r}")
     from lipnet.optim.rescale import rescale
 
     kw = {} if sweeps is None else {"max_sweeps": sweeps}

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 
 import plants
+from lipnet.exceptions import LipnetValue
 
 __all__ = ["RolloutObjective", "ImitationObjective", "DemoImitation", "LocalGain", "make_objective"]
 
@@ -24,7 +25,7 @@ class RolloutObjective:
     def __init__(self, plant, lqr, horizon: int, terminal: str = "lqr", compile: bool = False):
         self.plant, self.lqr, self.horizon = plant, lqr, int(horizon)
         if terminal not in ("lqr", "none"):
-            raise ValueError(f"terminal must be 'lqr' or 'none', got {terminal!r}")
+            raise LipnetValue(f"terminal must be 'lqr' or 'none', got {terminal!r}")
         self.terminal = lqr.P if terminal == "lqr" else None  # the matrix: no LQR re-solve per step
         self.compile = compile
         self._compiled: tuple[Callable, plants.CompiledRollout] | None = None
@@ -125,4 +126,4 @@ def make_objective(name: str, plant, lqr, horizon: int, terminal: str = "lqr", e
         return RolloutObjective(plant, lqr, horizon, terminal, compile=compile)
     if name == "imitation":
         return ImitationObjective(plant, expert or lqr.policy)
-    raise ValueError(f"unknown objective {name!r}; valid: rollout, imitation")
+    raise LipnetValue(f"unknown objective {name!r}; valid: rollout, imitation")

@@ -16,7 +16,7 @@ from lipnet import __version__
 from lipnet.exceptions import RunFolderError
 from lipnet.fileio import TEMP_PATTERN, atomic_write, clean_stale_temporaries
 
-__all__ = ["prepare_run_dir", "check_run_dir", "atomic_write_text", "is_run_dir", "TRAIN_STATE", "CONFIG",
+__all__ = ["prepare_run_dir", "check_run_dir", "is_run_dir", "TRAIN_STATE", "CONFIG",
            "METRICS", "RUN_MARKER", "RUN_FILES"]
 
 TRAIN_STATE = "train_state.pt"
@@ -86,7 +86,3 @@ def prepare_run_dir(out: str | os.PathLike, resume: bool = False, overwrite: boo
             from None
     return out
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file atomically and durably (`lipnet.fileio.atomic_write`)."""
-    atomic_write(path, text)
