@@ -3,7 +3,7 @@
 Paper 002's finding: at random initialisation the rescaling matters little for constant-width networks
 with a large initialisation variance (the expected path magnitudes are then nearly uniform across
 parameters), and much more when the widths vary. This script initialises ReLU Controllers (plain layers,
-weights N(0, σ²/fan_in), zero biases as lipnet initialises them), runs `lipnet.optim.rescale.rescale`
+weights N(0, σ²/fan_in), zero biases as lipnet initialises them), runs `lipnet.pathlift.rescale.rescale`
 and records, per (architecture, σ), medians over seeds of:
 
 * the relative decrease of the criterion, (F(0) − F(z*)) / F(0), F = LogDet divergence of diag G from
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from lipnet.nn import Controller
-from lipnet.optim.rescale import rescale
+from lipnet.pathlift.rescale import rescale
 
 ARCHS = {
     "constant 16x5 (16-16-16-16-16)": [16, 16, 16, 16, 16],

@@ -34,7 +34,7 @@ import torch
 from lipnet.nn import Controller
 from lipnet.optim import base as optim_contract
 from lipnet.optim import make_optimizer
-from lipnet.optim.rescale import rescale
+from lipnet.pathlift.rescale import rescale
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

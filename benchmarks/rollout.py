@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     if args.policy == "mlp":
         policy = nn.Sequential(nn.Linear(4, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))
     else:
-        from lipnet.train.normalise import build_controller, plan_controller
+        from lipnet.train.plan import build_controller, plan_controller
 
         gen = torch.Generator().manual_seed(0)
         plan = plan_controller(plant, plants.lqr(plant), lipschitz=0.0, factor=4.0, generator=gen)

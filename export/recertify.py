@@ -32,7 +32,7 @@ _DEFAULT_RTOL = 1e-6
 
 def exported_bounds(exported: list[np.ndarray], activation: str, where: str) -> list[dict]:
     """Sound bounds on the function of the weights `exported` (read from the file), computed on them directly."""
-    from lipnet.certify.fast import lipsdp_schur
+    from lipnet.certify.lipsdp_schur import lipsdp_schur
     from lipnet.certify.lmi import lmi_of_mlp
     from lipnet.certify.network import activation_slope
 

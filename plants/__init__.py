@@ -9,12 +9,12 @@ work on any `Plant`;
 
 import importlib
 
-from .analysis import LQR, LQRPolicy, linearize, lqr
 from .base import InitialStates, Plant
 from .compiled import CompiledRollout
 from .errors import PlantRuntimeError, PlantSpecError
 from .library import BallBeam, CartPole, DCMotor, MassSpringDamper, Pendulum, Quadrotor2D, VanDerPol
 from .linear import DEFAULT_DT, LinearPlant, c2d_zoh, from_lti, save_npz
+from .lqr_design import LQR, LQRPolicy, linearize, lqr
 from .ode import FunctionPlant, ODEPlant, rk4_step
 from .options import MAX_HORIZON, MAX_SUBSTEPS
 from .rollout import Rollout, rollout

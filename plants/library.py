@@ -1,5 +1,6 @@
-"""Nonlinear built-in plants: pendulum, cart-pole, planar quadrotor, DC motor, mass-spring-damper, Van der Pol,
-ball and beam. Each states its task (stabilise the equilibrium), physics, parameters and initial-state boxes."""
+"""The built-in plants: pendulum, cart-pole, planar quadrotor, DC motor, mass-spring-damper, Van der Pol, ball and
+beam (nonlinear ODEs), and the double integrator (linear). Each states its task (stabilise the equilibrium),
+physics, parameters and initial-state boxes."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import torch
 
 from .base import InitialStates
 from .errors import PlantSpecError
+from .linear import LinearPlant, apply_linear_options
 from .ode import ODEPlant
+from .options import make_spec
 
-__all__ = ["Pendulum", "CartPole", "Quadrotor2D", "DCMotor", "MassSpringDamper", "VanDerPol", "BallBeam"]
+__all__ = ["Pendulum", "CartPole", "Quadrotor2D", "DCMotor", "MassSpringDamper", "VanDerPol", "BallBeam",
+           "double_integrator"]
 
 
 def _positive(p: dict, *keys: str) -> None:
@@ -316,3 +320,15 @@ class BallBeam(ODEPlant):
 
 BUILTIN_ODE = {cls.NAME: cls for cls in (Pendulum, CartPole, Quadrotor2D, DCMotor, MassSpringDamper, VanDerPol,
                                          BallBeam)}
+
+
+def double_integrator(**options) -> LinearPlant:
+    """`ẍ = u` (position, velocity), zero-order hold at `dt` = 0.1 s by default; takes the linear plants' options."""
+    A, B = np.array([[0.0, 1.0], [0.0, 0.0]]), np.array([[0.0], [1.0]])
+    kw = apply_linear_options(A, B, 0.0, {"dt": "0.1", **options}, defaults={"horizon": 100},
+                              what="plant 'double_integrator'")
+    return LinearPlant(**kw, name="double_integrator", spec=make_spec("double_integrator", options),
+                       state_names=["position", "velocity"])
+
+
+BUILTIN_LINEAR = {"double_integrator": double_integrator}

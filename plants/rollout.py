@@ -30,7 +30,7 @@ def _terminal_matrix(plant: Plant, terminal) -> np.ndarray | None:
     if isinstance(terminal, str):
         if terminal != "lqr":
             raise ValueError(f"terminal must be None, a matrix P or 'lqr', got {terminal!r}")
-        from .analysis import lqr
+        from .lqr_design import lqr
 
         return lqr(plant).P
     P = np.asarray(terminal.detach().cpu() if isinstance(terminal, torch.Tensor) else terminal, dtype=float)

@@ -49,7 +49,7 @@ import numpy as np
 
 from .base import Plant
 from .errors import PlantSpecError
-from .library import BUILTIN_ODE
+from .library import BUILTIN_LINEAR, BUILTIN_ODE
 from .linear import LINEAR_OPTIONS, LinearPlant, apply_linear_options
 from .ode import COMMON_OPTIONS, FunctionPlant
 from .options import (
@@ -68,13 +68,11 @@ __all__ = ["load", "builtin_names", "NPZ_KEYS"]
 NPZ_KEYS = ("A", "B", "C", "D", "dt", "Q", "R", "x0_std", "x0_box", "u_max", "state_names", "state_units",
             "input_names")
 _NAME_KEYS = ("state_names", "state_units", "input_names")
-_DOUBLE_INTEGRATOR = (np.array([[0.0, 1.0], [0.0, 0.0]]), np.array([[0.0], [1.0]]))
-_BUILTIN_LINEAR = ("double_integrator",)
 
 
 def builtin_names() -> list[str]:
     """Names of the built-in plants."""
-    return sorted([*BUILTIN_ODE, *_BUILTIN_LINEAR])
+    return sorted([*BUILTIN_ODE, *BUILTIN_LINEAR])
 
 
 def _valid_forms() -> str:
@@ -99,10 +97,8 @@ def load(spec: str | Plant, **overrides: Any) -> Plant:
     options.update({k: format_value(v) for k, v in overrides.items()})
     if base in BUILTIN_ODE:
         return BUILTIN_ODE[base](**options)
-    if base == "double_integrator":
-        kw = apply_linear_options(*_DOUBLE_INTEGRATOR, 0.0, {"dt": "0.1", **options},
-                                  defaults={"horizon": 100}, what="plant 'double_integrator'")
-        return LinearPlant(**kw, name=base, spec=make_spec(base, options), state_names=["position", "velocity"])
+    if base in BUILTIN_LINEAR:
+        return BUILTIN_LINEAR[base](**options)
     if base.endswith(".npz"):
         return _load_npz(base, options)
     if ":" in base:

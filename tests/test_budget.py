@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import plants
-from lipnet.train.normalise import build_controller, lqr_admitting_factor, plan_controller
+from lipnet.train.plan import build_controller, lqr_admitting_factor, plan_controller
 
 
 def _realise_lqr_gain(controller, K_hat: np.ndarray, activation: str) -> None:

@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lipnet.certify import MLP, Region, empirical_lower_bound, network_hash, upper_bound, upper_bounds
-from lipnet.certify.fast import eclipse_fast_multipliers, lipsdp_schur
+from lipnet.certify.lipsdp_cvxpy import solve_lipsdp_neuron
+from lipnet.certify.lipsdp_schur import eclipse_fast_multipliers, lipsdp_schur
 from lipnet.certify.lmi import LipschitzLMI, lmi_of_mlp, rho_of_multipliers, verify_lmi
-from lipnet.certify.sdp import solve_lipsdp_neuron
 from lipnet.nn import Controller
 
 FAST = ("spectral", "eclipse-fast", "lipsdp-schur")

@@ -1,9 +1,9 @@
-"""The equilibrium-gain term of wide-task training (losses.LocalGain)."""
+"""The equilibrium-gain term of wide-task training (objectives.LocalGain)."""
 
 import torch
 
 import plants
-from lipnet.train.losses import LocalGain
+from lipnet.train.objectives import LocalGain
 
 
 class _Zero:

@@ -6,10 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lipnet.certify.pathnorm import path_lipschitz_bound
 from lipnet.exceptions import LipnetArgument, LipnetDimension
 from lipnet.nn import Controller
-from lipnet.optim.rescale import rescale_weights
 from lipnet.pathlift import (
     as_weights,
     brute_force_path_magnitude_diag,
@@ -20,6 +18,8 @@ from lipnet.pathlift import (
     path_magnitude_diag,
     path_norm,
 )
+from lipnet.pathlift.norms import path_lipschitz_bound
+from lipnet.pathlift.rescale import rescale_weights
 
 
 def _net(widths, seed, scale=1.0, bias_scale=1.0):

@@ -18,7 +18,7 @@ import plants
 from lipnet.exceptions import LipnetArgument
 from lipnet.train.config import RunConfig
 from lipnet.train.loop import train
-from lipnet.train.losses import RolloutObjective
+from lipnet.train.objectives import RolloutObjective
 
 BUILTINS = ["cartpole", "pendulum", "quadrotor2d", "dcmotor", "msd", "vanderpol", "ballbeam", "double_integrator"]
 

@@ -9,7 +9,8 @@ from scipy.optimize import minimize
 
 from lipnet.exceptions import LipnetArgument
 from lipnet.nn import Controller
-from lipnet.optim.rescale import (
+from lipnet.pathlift import layer_weights, path_magnitude_diag, path_norm
+from lipnet.pathlift.rescale import (
     RescaleResult,
     fisher_diag,
     rescale,
@@ -17,7 +18,6 @@ from lipnet.optim.rescale import (
     rescaling_criterion,
     solve_rescaling,
 )
-from lipnet.pathlift import layer_weights, path_magnitude_diag, path_norm
 
 KINDS = ["plain", "frobenius", "spectral", "orthogonal"]
 

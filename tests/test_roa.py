@@ -277,9 +277,9 @@ def test_train_roa_box_of_the_wrong_length_is_refused_before_the_folder(tmp_path
 
 
 def test_roa_objective_samples_lie_in_the_target_ellipsoid():
-    from lipnet.train.losses import make_objective
     from lipnet.train.lyapunov import LyapunovObjective, target_shape
-    from lipnet.train.normalise import build_controller, plan_controller
+    from lipnet.train.objectives import make_objective
+    from lipnet.train.plan import build_controller, plan_controller
 
     plant = plants.load("cartpole")
     lqr = plants.lqr(plant)

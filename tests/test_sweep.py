@@ -401,6 +401,8 @@ def test_optimizer_benchmark_records_tables_and_targets(tmp_path):
 
     assert list(bench.tasks_of(Args)) == ["double_integrator", "dcmotor", "msd", "pvtol", "random-0", "random-1"]
     assert bench.base_config(Args) == {"train.steps": 300}
+    Args.steps = 0
+    assert bench.base_config(Args) == {}  # the default command
     run_dir = tmp_path / "t1"
     run_dir.mkdir()
     (run_dir / "metrics.csv").write_text("step,seconds,eval_cost_ratio\n25,1.0,1.5\n26,1.1,\n50,2.0,1.005\n")

@@ -16,13 +16,13 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from lipnet.exceptions import LipnetArgument
+from lipnet.pathlift.norms import path_lipschitz_bound
 
 from ._threads import single_thread
-from .fast import eclipse_fast_multipliers, lipsdp_schur
+from .lipsdp_cvxpy import solve_lipsdp_neuron
+from .lipsdp_schur import eclipse_fast_multipliers, lipsdp_schur
 from .lmi import LipschitzLMI, certify_multipliers, lmi_of_mlp
 from .network import MLP, activation_slope, mlp_of
-from .pathnorm import path_lipschitz_bound
-from .sdp import solve_lipsdp_neuron
 
 __all__ = ["BoundRecord", "METHODS", "DEFAULT_METHODS", "upper_bound", "upper_bounds", "spectral_bound"]
 

@@ -25,7 +25,7 @@ from lipnet.exceptions import LipnetDimension, LipnetValue
 
 from .bounds import spectral_bound
 from .empirical import network_forward
-from .fast import lipsdp_schur
+from .lipsdp_schur import lipsdp_schur
 from .lmi import LipschitzLMI, lmi_of_mlp
 from .network import MLP, activation_slope, mlp_of
 

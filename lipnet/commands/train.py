@@ -92,6 +92,28 @@ def config_from_args(args):
     return cfg
 
 
+def warn_shortfall(cfg) -> str | None:
+    """Print (to stderr) and return the measured warning when the chosen optimiser falls short on this plant."""
+    import sys
+
+    from lipnet.optim.registry import SHORTFALLS, shortfall
+
+    if cfg.train.optimizer not in SHORTFALLS:
+        return None
+    import numpy as np
+
+    import plants
+
+    try:
+        radius = float(np.max(np.abs(np.linalg.eigvals(plants.lqr(plants.load(cfg.plant)).A))))
+    except Exception:  # noqa: BLE001 - a bad plant is train's to report, with its own message
+        return None
+    message = shortfall(cfg.train.optimizer, radius)
+    if message:
+        print(f"lipnet train: warning: --optimizer {cfg.train.optimizer}: {message}", file=sys.stderr)
+    return message
+
+
 def run(args) -> int:
     import json
 
@@ -108,6 +130,8 @@ def run(args) -> int:
     cfg = config_from_args(args)
     if not args.resume and not args.plant and not args.config:
         print("lipnet train: no --plant given; using the default plant 'cartpole'")
+    if not args.resume:
+        warn_shortfall(cfg)
     result = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     plant = plants.load(result.summary["plant"])
     report = write_report(result, plant, plants.lqr(plant), plant.horizon)

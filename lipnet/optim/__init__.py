@@ -1,6 +1,5 @@
-"""Automatic optimisers (each a `torch.optim.Optimizer`) chosen by name, and the path-lifting rescaling."""
+"""Automatic optimisers (each a `torch.optim.Optimizer`) chosen by name; the contract in `base.py`."""
 
 from .registry import NEEDS_LR, OPTIMIZERS, make_optimizer
-from .rescale import RescaleResult, rescale
 
-__all__ = ["OPTIMIZERS", "make_optimizer", "NEEDS_LR", "rescale", "RescaleResult"]
+__all__ = ["OPTIMIZERS", "make_optimizer", "NEEDS_LR"]

@@ -25,9 +25,9 @@ from lipnet.optim.registry import optimizer_class
 from lipnet.train.checkpoint import atomic_torch_save, save_controller
 from lipnet.train.config import RunConfig, dump_toml
 from lipnet.train.expert import MPCExpert
-from lipnet.train.losses import DemoImitation, LocalGain, make_objective
 from lipnet.train.lyapunov import LyapunovObjective, target_shape
-from lipnet.train.normalise import build_controller, plan_controller
+from lipnet.train.objectives import DemoImitation, LocalGain, make_objective
+from lipnet.train.plan import build_controller, plan_controller
 from lipnet.train.rundir import CONFIG, METRICS, TRAIN_STATE, check_run_dir, prepare_run_dir
 from lipnet.train.stopping import AUTO_ROLLOUT_STEPS_MPC, AUTO_STEPS, plateau
 
@@ -521,7 +521,7 @@ def _progress(it, enabled: bool, **kw):
 def _rescale(controller, activation: str, sweeps: int | None = None):
     if activation != "relu":
         raise LipnetValue(f"--rescale path needs ReLU activations (path-lifting symmetry), not {activation!r}")
-    from lipnet.optim.rescale import rescale
+    from lipnet.pathlift.rescale import rescale
 
     kw = {} if sweeps is None else {"max_sweeps": sweeps}
     res = rescale(controller, **kw)

@@ -7,6 +7,9 @@ is a path of length 0). `Φ` is invariant under the ReLU rescaling symmetry (neu
 and bias × λ, outgoing weights × 1/λ). References: Gonon, Brisebarre, Riccietti, Gribonval (path-norm
 toolkit, path-metrics) and Lebeurrier, Vayer, Gribonval 2026 (path-conditioned training).
 
+This package is path-lifting's one home: `norms.py` (the path-norm Lipschitz bound `certify` reports) and
+`rescale.py` (the rescaling that conditions training) build on what this module defines.
+
 Everything here works on a list of float64 `(W, b)` pairs (W of shape out × in) and uses one forward
 (and, for `g`, one backward) pass on modified weights; `enumerate_paths` is the brute-force check.
 """

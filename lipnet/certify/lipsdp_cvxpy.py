@@ -8,7 +8,7 @@ import numpy as np
 
 from lipnet.exceptions import CertificationError
 
-from .fast import eclipse_fast_multipliers
+from .lipsdp_schur import eclipse_fast_multipliers
 from .lmi import LipschitzLMI, certify_multipliers
 
 __all__ = ["solve_lipsdp_neuron", "SOLVERS"]
