@@ -1,14 +1,25 @@
-"""Optimiser benchmark: closed-loop cost vs steps and wall time, automatic optimisers vs tuned Adam/SGD.
+"""Optimiser benchmark, AlgoPerf-style: lipnet's automatic optimisers against the learning-rate-free field.
 
-For each plant: `agd`, `sphere-newton`, `sphere-mm`, `manifold-adam` with zero tuning, and Adam and SGD at
-their best learning rate out of a sweep of 7 values (best = lowest median final evaluation cost), over
-several seeds. The runs are one `lipnet sweep` (`sweep_spec` below is its definition: a grid per optimiser
-family), on Ray when it is installed (`--backend local` without it; `--address` for a cluster). Prints a table,
-writes `benchmarks/results/optimizers.json` and a plot.
+Protocol. One fixed run configuration for every task (lipnet's defaults, i.e. the default command; `--steps` caps
+the steps, the plateau rule stops earlier). Optimisers: lipnet's `sphere-mm` (the default), `sphere-newton`, `agd`,
+`manifold-adam`; the peers at their published defaults (`prodigy`, `dog`, `dadapt-adam`, `schedulefree-adamw`, `muon`:
+`lipnet.optim.peers`, the `bench` extra); and Adam tuned per task by `--trials` (20) Optuna TPE trials over
+log lr in [1e-5, 1e-1], each one run on a tuning seed (`TUNE_SEED`, never an evaluation seed), its best lr then
+run on every seed; the tuning's wall time is part of Adam's. Tasks: the linear library (`double_integrator`,
+`dcmotor`, `msd`), the PVTOL-like hover model and `--random` held-out random linear plants
+(`plants.random_linear`); `--wide` adds the wide nonlinear tasks (slow; their score is the cost over the
+saturated LQR's, not over the LQR optimum). `--seeds` (10) seeds per (task, optimiser).
 
-    python benchmarks/optimizers.py --quick            # a few minutes
-    python benchmarks/optimizers.py --plants cartpole,pendulum --steps 300 --seeds 3
-    python benchmarks/optimizers.py --out sweeps/opt --address 10.0.0.5:6379   # resumable, on a cluster
+Per run: final cost / LQR optimum on the held-out evaluation states, time-to-target (the first evaluation within
+`TARGET` = 1.01 × the LQR optimum: steps and training seconds), divergence (the run failed, the final cost is not
+finite, or it is over 10 × the first evaluation's). The table gives medians and the worst seed; the issue's
+targets are computed as its last lines. Every run is a `lipnet sweep` trial (resumable with `--out`); prints the
+table and writes `benchmarks/results/optimizers.json`.
+
+    python benchmarks/optimizers.py --quick                 # a smoke test (~5 min): 2 tasks, 1 seed, 100 steps
+    python benchmarks/optimizers.py --out sweeps/opt        # the full protocol (resumable)
+    python benchmarks/optimizers.py --tasks double_integrator,dcmotor,msd,pvtol,random-0,random-1,random-3 \
+        --seeds 1 --trials 6 --steps 300 --out sweeps/opt   # results/optimizers.json (53 min on one busy core)
 """
 
 from __future__ import annotations
@@ -18,180 +29,283 @@ import csv
 import json
 import math
 import statistics
+import sys
 import tempfile
+import time
 from pathlib import Path
 
-from lipnet.optim import OPTIMIZERS
+from lipnet.optim.registry import PEERS
 from lipnet.sweep import SweepSpec, run_sweep
+from lipnet.train.config import TrainConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
-AUTOMATIC = ["agd", "sphere-newton", "sphere-mm", "manifold-adam"]
-SWEEP = {"adam": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1], "sgd": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]}
+LIPNET = ["sphere-mm", "sphere-newton", "agd", "manifold-adam"]
+DEFAULT = TrainConfig().optimizer
+TUNED = "adam-tuned"
+LIBRARY = {"double_integrator": "double_integrator", "dcmotor": "dcmotor", "msd": "msd",
+           "pvtol": "plants.random_linear:pvtol"}
+WIDE = {"pendulum-swingup": "pendulum?task=swingup", "vanderpol-wide": "vanderpol?task=wide",
+        "ballbeam-wide": "ballbeam?task=wide", "quadrotor2d-wide": "quadrotor2d?task=wide",
+        "cartpole-wide": "cartpole?task=wide"}
+TARGET = 1.01  # time-to-target: the first evaluation within this factor of the LQR optimum
+DIVERGED = 10.0  # a final cost over this factor of the first evaluation's is a divergence
+TIE = 1e-4  # "ahead of a peer": a final cost at most (1 + TIE) × the peer's (equal to the evaluation's precision)
+TUNE_SEED = 1000
+LR_RANGE = (1e-5, 1e-1)
 
 
-def sweep_spec(args, sweep: dict[str, list[float]] = SWEEP) -> SweepSpec:
-    """The benchmark as a sweep: fixed training settings, then one grid per optimiser family."""
-    plants = args.plants.split(",")
-    optimizers = args.optimizers.split(",")
-    for opt in optimizers:
-        if opt not in OPTIMIZERS:
-            raise SystemExit(f"unknown optimizer {opt}")
-    base = {"controller.hidden": [int(h) for h in args.hidden.split(",")], "train.steps": args.steps,
-            "train.batch": args.batch, "train.eval_batch": 256, "train.eval_every": max(1, args.steps // 10),
-            "train.checkpoint_every": args.steps, "train.warmup": args.warmup}
-    seeds = list(range(args.seeds))
-    grids = []
-    plain = [o for o in optimizers if o not in sweep and not (o == "manifold-adam" and args.orthogonal)]
-    if plain:
-        grids.append({"plant": plants, "train.optimizer": plain, "seed": seeds})
-    if args.orthogonal and "manifold-adam" in optimizers:
-        grids.append({"plant": plants, "train.optimizer": ["manifold-adam"], "controller.layer": ["orthogonal"],
-                      "seed": seeds})
-    for opt in optimizers:
-        if opt in sweep:
-            grids.append({"plant": plants, "train.optimizer": [opt], "train.lr": list(sweep[opt]),
-                          "seed": list(range(args.sweep_seeds or args.seeds))})
-    return SweepSpec(base=base, grids=grids)
+def tasks_of(args) -> dict[str, str]:
+    """Task name -> plant spec."""
+    tasks = dict(LIBRARY)
+    tasks.update({f"random-{k}": f"plants.random_linear:random_linear?seed={k}" for k in range(args.random)})
+    if args.wide:
+        tasks.update(WIDE)
+    if args.tasks:
+        keep = args.tasks.split(",")
+        unknown = set(keep) - set(tasks)
+        if unknown:
+            raise SystemExit(f"unknown task(s) {sorted(unknown)}; valid: {', '.join(tasks)}")
+        tasks = {k: v for k, v in tasks.items() if k in keep}
+    return tasks
 
 
-def _median(values):
-    finite = [v for v in values if v == v and v != float("inf")]
-    return statistics.median(finite) if len(finite) > len(values) / 2 else float("inf")
+def base_config(args) -> dict:
+    """The one configuration every task and optimiser runs with: lipnet's defaults, with `--steps` as the step cap
+    when given (it counts the MPC expert's 1500 imitation steps on the wide tasks too)."""
+    return {"train.steps": args.steps} if args.steps else {}
 
 
-def _float(value, default=float("inf")) -> float:
+def _float(value, default: float = math.inf) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
         return default
-    return v if not math.isnan(v) else default
+    return default if math.isnan(v) else v
 
 
-def _curve(run_dir: Path) -> list:
+def _curve(run_dir: Path, key: str = "eval_cost_ratio") -> list[tuple[int, float, float]]:
+    """(step, training seconds, evaluation cost / LQR optimum) of every evaluation of a run."""
     path = run_dir / "metrics.csv"
     if not path.is_file():
         return []
     with path.open() as fh:
-        return [(int(r["step"]), float(r["seconds"]), float(r["eval_cost_ratio"])) for r in csv.DictReader(fh)
-                if r["eval_cost_ratio"] not in ("", None)]
+        return [(int(r["step"]), float(r["seconds"]), float(r[key])) for r in csv.DictReader(fh)
+                if r[key] not in ("", None)]
 
 
-def runs_of(rows: list[dict], out: Path) -> list[dict]:
-    """The benchmark's per-run records from the sweep's summary rows (and each run folder's metrics.csv)."""
-    runs = []
-    for r in rows:
-        run = {"plant": r.get("plant"), "optimizer": r.get("optimizer"), "lr": _float(r.get("lr"), 0.0),
-               "seed": int(r.get("seed") or 0), "wall_s": _float(r.get("seconds"), float("nan")),
-               "final_ratio": _float(r.get("cost_vs_lqr_optimum")) if r.get("status") == "done" else float("inf"),
-               "success": _float(r.get("success_rate"), 0.0), "curve": _curve(out / r["trial"]), "trial": r["trial"]}
-        if r.get("status") != "done":
-            run["error"] = r.get("error") or r.get("status")
-        runs.append(run)
-    return runs
+def record(row: dict, out: Path, task: str, optimizer: str, wide: bool) -> dict:
+    """One run's record from its sweep row and its metrics: final ratio, time-to-target, divergence."""
+    done = row.get("status") == "done"
+    final = _float(row.get("cost_vs_saturated_lqr" if wide else "cost_vs_lqr_optimum")) if done else math.inf
+    curve = _curve(out / row["trial"])
+    hit = next(((s, t) for s, t, v in curve if v <= TARGET), None) if not wide else None
+    first = curve[0][2] if curve else math.nan
+    diverged = (not done or not math.isfinite(final)
+                or (math.isfinite(first) and final > DIVERGED * first))
+    return {"task": task, "optimizer": optimizer, "seed": int(row.get("seed") or 0), "lr": _float(row.get("lr"), 0.0),
+            "final": final, "success": _float(row.get("success_rate"), 0.0), "steps": int(_float(row.get("steps"), 0)),
+            "seconds": _float(row.get("seconds"), math.nan), "wall_s": _float(row.get("wall_seconds"), math.nan),
+            "ttt_steps": hit[0] if hit else None, "ttt_s": hit[1] if hit else None, "diverged": diverged,
+            "first_eval": first, "error": "" if done else (row.get("error") or row.get("status") or ""),
+            "curve": [(s, round(t, 3), v) for s, t, v in curve]}
 
 
-def table_of(runs: list[dict], sweep: dict[str, list[float]] = SWEEP) -> list[dict]:
-    """One row per plant and optimizer: the best learning rate's median final ratio, success and wall time."""
-    table = []
-    for plant in dict.fromkeys(r["plant"] for r in runs):
+def _sweep(base: dict, grids: list[dict], out: Path, args) -> list[dict]:
+    result = run_sweep(SweepSpec(base=base, grids=grids), out, backend=args.backend, address=args.address,
+                       jobs=args.jobs, progress=False, log=lambda *a: None)
+    return result.rows
+
+
+def tune_adam(task: str, spec: str, args, out: Path) -> dict:
+    """`--trials` Optuna TPE trials of Adam's learning rate on the tuning seed; the best lr and the time it took."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna's TPE (10 random start-up trials of 20); a smaller budget keeps half of it for TPE proper.
+    startup = min(10, max(2, args.trials // 2))
+    study = optuna.create_study(direction="minimize",
+                                sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=startup))
+    trials = []
+    for _ in range(args.trials):
+        trial = study.ask()
+        lr = trial.suggest_float("lr", *LR_RANGE, log=True)
+        grid = {"plant": [spec], "train.optimizer": ["adam"], "train.lr": [lr], "seed": [TUNE_SEED]}
+        rec = record(_sweep(base_config(args), [grid], out, args)[0], out, task, "adam", task in WIDE)
+        score = rec["final"] if math.isfinite(rec["final"]) else 1e12
+        study.tell(trial, score)
+        trials.append({"lr": lr, "final": rec["final"], "wall_s": rec["wall_s"]})
+    best = min(trials, key=lambda t: t["final"])
+    return {"task": task, "lr": best["lr"], "best_final": best["final"], "trials": trials,
+            "wall_s": sum(t["wall_s"] for t in trials if math.isfinite(t["wall_s"]))}
+
+
+def run_all(args, out: Path) -> tuple[list[dict], list[dict]]:
+    """Every run of the protocol: the automatic optimisers and peers, then the tuning and tuned Adam per task."""
+    tasks = tasks_of(args)
+    by_spec = {spec: name for name, spec in tasks.items()}
+    optimizers = args.optimizers.split(",")
+    seeds = list(range(args.seeds))
+    runs: list[dict] = []
+    for name, spec in tasks.items():  # task by task, so a partial run already has whole tasks
+        t0 = time.perf_counter()
+        rows = _sweep(base_config(args), [{"plant": [spec], "train.optimizer": optimizers, "seed": seeds}], out, args)
+        runs += [record(r, out, by_spec[r["plant"]], r["optimizer"], name in WIDE) for r in rows]
+        print(f"{name}: {len(rows)} runs in {time.perf_counter() - t0:.0f} s", flush=True)
+    tuning = []
+    if args.trials:
+        for name, spec in tasks.items():
+            t0 = time.perf_counter()
+            tuned = tune_adam(name, spec, args, out)
+            tuning.append(tuned)
+            grid = {"plant": [spec], "train.optimizer": ["adam"], "train.lr": [tuned["lr"]], "seed": seeds}
+            rows = _sweep(base_config(args), [grid], out, args)
+            runs += [record(r, out, name, TUNED, name in WIDE) for r in rows]
+            print(f"{name}: Adam tuned to lr {tuned['lr']:.3g} ({args.trials} trials) and run in "
+                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+    return runs, tuning
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def table_of(runs: list[dict]) -> list[dict]:
+    """One row per task and optimiser: median and worst final ratio, time-to-target, divergences."""
+    out = []
+    for task in dict.fromkeys(r["task"] for r in runs):
         for opt in dict.fromkeys(r["optimizer"] for r in runs):
-            by_lr: dict[float, list] = {}
-            for r in runs:
-                if r["plant"] == plant and r["optimizer"] == opt:
-                    by_lr.setdefault(r["lr"], []).append(r)
-            if not by_lr:
+            rs = [r for r in runs if r["task"] == task and r["optimizer"] == opt]
+            if not rs:
                 continue
-            best_lr = min(by_lr, key=lambda lr: _median([r["final_ratio"] for r in by_lr[lr]]))
-            rs = by_lr[best_lr]
-            table.append({"plant": plant, "optimizer": opt, "lr": best_lr if opt in sweep else None,
-                          "median_final_ratio": _median([r["final_ratio"] for r in rs]),
-                          "median_wall_s": statistics.median([r["wall_s"] for r in rs]),
-                          "median_success": statistics.median([r["success"] for r in rs]), "seeds": len(rs)})
-    return table
+            hits = [r for r in rs if r["ttt_steps"] is not None]
+            out.append({"task": task, "optimizer": opt, "seeds": len(rs),
+                        "median_final": _median([r["final"] for r in rs]), "worst_final": max(r["final"] for r in rs),
+                        "reached": len(hits), "median_ttt_steps": _median([r["ttt_steps"] for r in hits]),
+                        "median_ttt_s": _median([r["ttt_s"] for r in hits]),
+                        "median_steps": _median([r["steps"] for r in rs]),
+                        "median_wall_s": _median([r["wall_s"] for r in rs]),
+                        "divergences": sum(r["diverged"] for r in rs), "lr": rs[0]["lr"] if opt == TUNED else None})
+    return out
+
+
+def targets_of(runs: list[dict], tuning: list[dict], linear_tasks: list[str]) -> dict:
+    """The issue's targets, computed from the runs (None where the runs needed are absent)."""
+    pairs: dict[tuple, dict] = {}
+    for r in runs:
+        pairs.setdefault((r["task"], r["seed"]), {})[r["optimizer"]] = r["final"]
+    peers = [p for p in PEERS if any(p in d for d in pairs.values())]
+    res: dict = {}
+    with_default = {k: d for k, d in pairs.items() if DEFAULT in d}
+    if peers:
+        comparable = {k: d for k, d in with_default.items() if all(p in d for p in peers)}
+        ahead = [k for k, d in comparable.items() if all(d[DEFAULT] <= d[p] * (1 + TIE) for p in peers)]
+        strict = [k for k, d in comparable.items() if all(d[DEFAULT] < d[p] for p in peers)]
+        res["ahead_of_every_peer"] = (len(ahead), len(comparable))
+        res["strictly_ahead_of_every_peer"] = (len(strict), len(comparable))
+        res["ahead_per_peer"] = {p: (sum(d[DEFAULT] <= d[p] * (1 + TIE) for d in comparable.values()),
+                                     len(comparable)) for p in peers}
+    tuned = {k: d for k, d in with_default.items() if TUNED in d}
+    if tuned:
+        res["within_1pct_of_tuned_adam"] = (sum(d[DEFAULT] <= 1.01 * d[TUNED] for d in tuned.values()), len(tuned))
+        tuned_tasks = {t for t, _ in tuned}
+        default_wall = sum(r["wall_s"] for r in runs if r["optimizer"] == DEFAULT and r["task"] in tuned_tasks)
+        adam_wall = (sum(r["wall_s"] for r in runs if r["optimizer"] == TUNED)
+                     + sum(t["wall_s"] for t in tuning))
+        res["wall_s_default_vs_tuned_adam"] = (default_wall, adam_wall)
+    lin = [r for r in runs if r["optimizer"] == DEFAULT and r["task"] in linear_tasks]
+    res["default_within_1.01_every_linear_run"] = (sum(r["final"] <= 1.01 for r in lin), len(lin))
+    res["within_1.02_per_optimizer"] = {
+        o: (sum(r["final"] <= 1.02 for r in runs if r["optimizer"] == o and r["task"] in linear_tasks),
+            sum(1 for r in runs if r["optimizer"] == o and r["task"] in linear_tasks))
+        for o in dict.fromkeys(r["optimizer"] for r in runs)}
+    res["divergences_at_defaults"] = {o: sum(r["diverged"] for r in runs if r["optimizer"] == o)
+                                      for o in dict.fromkeys(r["optimizer"] for r in runs) if o != TUNED}
+    return res
+
+
+def _fmt(v, spec: str = ".4f") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return "inf" if v == math.inf else format(v, spec)
+
+
+def _frac(pair) -> str:
+    k, n = pair
+    return f"{k}/{n} = {k / n:.0%}" if n else "–"
+
+
+def print_report(table: list[dict], targets: dict, tuning: list[dict]) -> None:
+    print("\n| task | optimizer | final / LQR opt. (median) | worst seed | reached 1.01× | steps to 1.01× (median) | "
+          "s to 1.01× (median) | steps run (median) | wall s (median) | divergences |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for t in table:
+        name = t["optimizer"] + (f" (lr {t['lr']:.2g})" if t["lr"] else "")
+        print(f"| {t['task']} | {name} | {_fmt(t['median_final'])} | {_fmt(t['worst_final'])} | "
+              f"{t['reached']}/{t['seeds']} | {_fmt(t['median_ttt_steps'], '.0f')} | "
+              f"{_fmt(t['median_ttt_s'], '.1f')} | "
+              f"{_fmt(t['median_steps'], '.0f')} | {_fmt(t['median_wall_s'], '.1f')} | {t['divergences']} |")
+    print()
+    if "ahead_of_every_peer" in targets:
+        print(f"- default ({DEFAULT}) ahead of every peer (final ≤ (1 + {TIE:g}) × each peer's) on "
+              f"{_frac(targets['ahead_of_every_peer'])} of (task, seed) pairs (strictly lower than every peer: "
+              f"{_frac(targets['strictly_ahead_of_every_peer'])}); target ≥ 80 %")
+        print("  - per peer: " + ", ".join(f"{p} {_frac(v)}" for p, v in targets["ahead_per_peer"].items()))
+    if "within_1pct_of_tuned_adam" in targets:
+        d, a = targets["wall_s_default_vs_tuned_adam"]
+        print(f"- default within 1 % of {len(tuning[0]['trials']) if tuning else 0}-trial-tuned Adam on "
+              f"{_frac(targets['within_1pct_of_tuned_adam'])} of pairs; target ≥ 80 %, at ≤ its wall time: "
+              f"{d:.0f} s vs {a:.0f} s (tuning included)")
+    print(f"- default ≤ 1.01 × LQR on every linear run: {_frac(targets['default_within_1.01_every_linear_run'])}")
+    print("- ≤ 1.02 × LQR on the linear runs: " + ", ".join(f"{o} {_frac(v)}"
+                                                          for o, v in targets["within_1.02_per_optimizer"].items()))
+    print("- divergences at defaults: " + ", ".join(f"{o} {v}" for o, v in targets["divergences_at_defaults"].items())
+          + " (target: zero)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--plants", default="double_integrator,dcmotor,msd,pendulum,cartpole")
-    ap.add_argument("--optimizers", default=",".join(AUTOMATIC + list(SWEEP)))
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--sweep-seeds", type=int, default=0, help="seeds per learning rate of the sweep (0: --seeds)")
-    ap.add_argument("--warmup", type=int, default=50, help="imitation warm-up steps (the training default)")
-    ap.add_argument("--hidden", default="64,64")
-    ap.add_argument("--orthogonal", action="store_true", help="manifold-adam on orthogonal layers")
-    ap.add_argument("--quick", action="store_true", help="2 plants, 60 steps, 2 seeds, 3 learning rates")
-    ap.add_argument("--tag", default="", help="write optimizers_TAG.json/.png (keeps earlier results)")
+    ap.add_argument("--optimizers", default=",".join(LIPNET + list(PEERS)),
+                    help="the optimisers run at their defaults (tuned Adam comes on top unless --trials 0)")
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--random", type=int, default=4, help="random linear plants (held-out kind)")
+    ap.add_argument("--wide", action="store_true", help="add the wide nonlinear tasks (slow)")
+    ap.add_argument("--tasks", default="", help="only these task names (comma-separated)")
+    ap.add_argument("--trials", type=int, default=20, help="Optuna trials tuning Adam per task (0: no Adam)")
+    ap.add_argument("--steps", type=int, default=0, help="step cap of the fixed configuration (default: lipnet's "
+                                                         "automatic budget, 2000 or the MPC imitation + 600)")
+    ap.add_argument("--quick", action="store_true", help="double_integrator and one random plant, 1 seed, 2 tuning "
+                                                         "trials, 100 steps (a smoke test, ~5 minutes)")
+    ap.add_argument("--tag", default="", help="write optimizers_TAG.json (keeps earlier results)")
     ap.add_argument("--out", default=None, help="sweep folder to keep the runs in (re-running resumes it; default: "
                                                 "a temporary folder)")
-    ap.add_argument("--backend", choices=["ray", "local"], default=None,
-                    help="default: ray when it is installed, else local (one run after another)")
-    ap.add_argument("--address", default=None, help="a Ray cluster's HOST:PORT (default: embedded local Ray)")
+    ap.add_argument("--backend", choices=["ray", "local"], default="local")
+    ap.add_argument("--address", default=None, help="a Ray cluster's HOST:PORT (with --backend ray)")
     ap.add_argument("--jobs", type=int, default=1, help="--backend local: runs at once")
     args = ap.parse_args()
-    sweep = SWEEP
     if args.quick:
-        args.plants, args.steps, args.seeds, args.batch = "double_integrator,pendulum", 60, 2, 128
-        sweep = {k: v[1::2] for k, v in SWEEP.items()}
-    if args.backend is None:
-        try:
-            import ray  # noqa: F401
+        args.tasks, args.random, args.seeds, args.trials, args.steps = "double_integrator,random-0", 1, 1, 2, 100
+        args.tag = args.tag or "quick"  # never overwrites the full results
+    for opt in args.optimizers.split(","):
+        from lipnet.optim.registry import optimizer_class
 
-            args.backend = "ray"
-        except ImportError:
-            args.backend = "local"
-    spec = sweep_spec(args, sweep)
+        try:
+            optimizer_class(opt)
+        except ValueError as exc:
+            sys.exit(str(exc))
+    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp) / "sweep"
-        result = run_sweep(spec, out, backend=args.backend, address=args.address, jobs=args.jobs)
-        runs = runs_of(result.rows, out)
-    for r in runs:
-        print(f"{r['plant']:18s} {r['optimizer']:14s} lr={r['lr']:<8g} seed={r['seed']} final={r['final_ratio']:.4f} "
-              f"wall={r['wall_s']:.1f}s {r.get('error', '')}")
-    table = table_of(runs, sweep)
-    print("\n| plant | optimizer | lr (best of sweep) | final cost / LQR optimum (median) | success | wall s |")
-    print("|---|---|---|---|---|---|")
-    for t in table:
-        lr = "auto" if t["lr"] is None else f"{t['lr']:g}"
-        print(f"| {t['plant']} | {t['optimizer']} | {lr} | {t['median_final_ratio']:.4f} | "
-              f"{t['median_success']:.0%} | {t['median_wall_s']:.1f} |")
+        runs, tuning = run_all(args, out)
+    table = table_of(runs)
+    linear = [t for t in tasks_of(args) if t not in WIDE]
+    targets = targets_of(runs, tuning, linear)
+    print_report(table, targets, tuning)
     RESULTS.mkdir(exist_ok=True)
-    stem = f"optimizers_{args.tag}" if args.tag else "optimizers"
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"args": vars(args), "table": table, "runs": runs},
-                                                     indent=1, default=float))
-    _plot(table, runs, RESULTS / f"{stem}.png")
-    print(f"\nwrote {RESULTS / (stem + '.json')} and {stem}.png; sweep: {result.done} done, {result.failed} failed in "
-          f"{result.seconds:.0f} s ({args.backend})")
-
-
-def _plot(table, runs, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plants = sorted({t["plant"] for t in table})
-    fig, axes = plt.subplots(1, len(plants), figsize=(4.5 * len(plants), 3.5), squeeze=False)
-    for ax, plant in zip(axes[0], plants, strict=True):
-        for t in table:
-            if t["plant"] != plant:
-                continue
-            curves = [r["curve"] for r in runs if r["plant"] == plant and r["optimizer"] == t["optimizer"]
-                      and r["lr"] == (t["lr"] if t["lr"] is not None else 0.0) and r["curve"]]
-            if not curves:
-                continue
-            steps = [c[0] for c in curves[0]]
-            med = [statistics.median([c[i][2] for c in curves if i < len(c)]) for i in range(len(steps))]
-            ax.semilogy(steps, med, label=t["optimizer"])
-        ax.set_title(plant)
-        ax.set_xlabel("step")
-        ax.axhline(1, color="k", lw=0.6, ls="--")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("eval cost / LQR optimum")
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    path = RESULTS / (f"optimizers_{args.tag}.json" if args.tag else "optimizers.json")
+    path.write_text(json.dumps({"args": vars(args), "tasks": tasks_of(args), "table": table, "targets": targets,
+                                "tuning": tuning, "runs": runs, "seconds": time.perf_counter() - t0},
+                               indent=1, default=str))
+    print(f"\nwrote {path} ({len(runs)} runs, {time.perf_counter() - t0:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -72,15 +72,12 @@ def _one_line(exc: BaseException) -> str:
 # loaded, so they are looked up in `sys.modules` (no import of torch or onnxruntime just to catch them).
 _LAZY_INPUT_ERRORS = (("plants.errors", "PlantSpecError"), ("export.runtime", "ModelError"),
                       ("export.c_build", "CModelError"))
-# Until the last plain ValueErrors for bad input are LipnetErrors (lipnet/commands/train.py's --hidden, the
-# --rescale activation check in lipnet/train/loop.py, lipnet/optim/registry.py), ValueError stays bad input too.
-_TRANSITIONAL = (ValueError,)
 
 
 def _input_errors() -> tuple[type[BaseException], ...]:
     """The exception classes that mean bad input (module docstring)."""
     lazy = tuple(getattr(sys.modules[module], name) for module, name in _LAZY_INPUT_ERRORS if module in sys.modules)
-    return (LipnetError, OSError, *lazy, *_TRANSITIONAL)
+    return (LipnetError, OSError, *lazy)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -332,3 +332,7 @@ def double_integrator(**options) -> LinearPlant:
 
 
 BUILTIN_LINEAR = {"double_integrator": double_integrator}
+# The held-out kinds of the optimiser benchmark, as built-in names (`random_linear?seed=3&unstable=1`, `pvtol`).
+from .random_linear import BUILTINS as _BENCHMARK_LINEAR  # noqa: E402
+
+BUILTIN_LINEAR.update(_BENCHMARK_LINEAR)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lipnet.exceptions import LipnetArgument
+
 EXAMPLE = """examples:
   lipnet train --plant cartpole --out runs/cartpole
   lipnet train --plant pendulum --optimizer sphere-mm --lipschitz 20 --hidden 32,32 --out runs/pend
@@ -15,8 +17,10 @@ EXAMPLE = """examples:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plant", help="plant spec: built-in name, .npz path, module:function or file.py:function")
     p.add_argument("--config", help="TOML run configuration (a run folder's config.toml reproduces that run)")
-    p.add_argument("--optimizer", help="sphere-mm (default), sphere-newton, agd, manifold-adam, adam, sgd")
-    p.add_argument("--lr", type=float, help="learning rate (only adam, sgd, manifold-adam)")
+    p.add_argument("--optimizer", help="sphere-mm (default), sphere-newton, agd, manifold-adam, adam, sgd; "
+                   "with lipnet[bench]: prodigy, dog, dadapt-adam, schedulefree-adamw, muon")
+    p.add_argument("--lr", type=float, help="learning rate (adam, sgd, manifold-adam and the peers; "
+                   "the automatic optimisers take none)")
     p.add_argument("--lipschitz", type=float, help="Lipschitz bound met by construction (default: from the plant)")
     p.add_argument("--hidden", help="hidden widths, e.g. 64,64")
     p.add_argument("--activation", choices=["auto", "relu", "tanh", "groupsort"],
@@ -65,15 +69,14 @@ def config_from_args(args):
         try:
             cc.hidden = [int(h) for h in args.hidden.split(",") if h.strip()]
         except ValueError:
-            raise ValueError(f"--hidden must be comma-separated integers like 64,64, got {args.hidden!r}") from None
+            raise LipnetArgument(f"--hidden must be comma-separated integers like 64,64, got {args.hidden!r}") \
+                from None
     for name in ("activation", "layer"):
         if getattr(args, name):
             setattr(cc, name, getattr(args, name))
     if args.lipschitz is not None:
         cc.lipschitz = args.lipschitz
     if args.steps is not None and args.steps < 1:
-        from lipnet.exceptions import LipnetArgument
-
         raise LipnetArgument(f"--steps must be an integer >= 1, got {args.steps}")
     for name in ("optimizer", "objective", "expert", "steps", "batch", "rescale", "compile", "stop", "max_seconds"):
         if getattr(args, name) is not None:
@@ -119,8 +122,6 @@ def run(args) -> int:
 
     import torch
 
-    import plants
-    from lipnet.exceptions import LipnetArgument
     from lipnet.train.loop import train
     from lipnet.train.report import write_report
 
@@ -133,8 +134,7 @@ def run(args) -> int:
     if not args.resume:
         warn_shortfall(cfg)
     result = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
-    plant = plants.load(result.summary["plant"])
-    report = write_report(result, plant, plants.lqr(plant), plant.horizon)
+    report = write_report(result)  # the plant and LQR the run built travel in the result
     if args.json:
         print(json.dumps(result.summary | {"report": str(report)}, indent=2, default=float))
     else:

@@ -79,7 +79,7 @@ class TrainConfig:
     local_gain: float = -1.0
     dagger: int = 0  # DAgger rounds in the imitation phase: relabel the states the controller visits with the expert
     optimizer: str = "sphere-mm"  # paper 000, algorithm 2: the automatic optimiser that trained every plant tried
-    lr: float = 0.0  # 0: the optimiser's default (only adam / sgd / manifold-adam take one)
+    lr: float = 0.0  # 0: the optimiser's default (adam / sgd / manifold-adam and the bench peers take one)
     steps: int = 0  # upper bound on the steps; 0: 2000, or demo_warmup + 600 with the MPC expert (see `stop`)
     stop: str = "plateau"  # "plateau": stop once the evaluation cost stops improving (lipnet.train.stopping); "none"
     max_seconds: float = 1800.0  # wall-clock cap of one training call (0: none)

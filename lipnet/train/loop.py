@@ -389,7 +389,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
                         # ‖(∂π/∂x(x_eq) + K) S‖_F / ‖K S‖_F: 0 where the controller linearises to the LQR
                         "equilibrium_gain_error": math.sqrt(float(LocalGain(
                             objective, plant, lqr.K, np.abs(np.asarray(plant.init_eval.scale, dtype=float)))
-                            .gain_error(controller, dtype)))})
+                            .gain_error(controller, dtype).detach()))})
         if roa_obj is not None:
             summary["roa_stage"] = {
                 "steps": tc.roa_steps, "P": roa_state["P"].tolist(), "rate": roa_state["rate"],
