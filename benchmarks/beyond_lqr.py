@@ -41,7 +41,8 @@ def run_one(spec: str, seed: int) -> dict:
             "cost_ratio_both": ev["cost_ratio_to_lqr_policy_both_stabilised"],
             "cost_ratio_to_lqr_policy": ev["cost_ratio_to_lqr_policy"], "expert": s.get("expert"),
             "lipschitz": s["lipschitz_bound_by_construction"], "moved_from_warm_start": s.get("moved_from_warm_start"),
-            "restored_best_step": s.get("restored_best_step")}
+            "restored_best_step": s.get("restored_best_step"),
+            "equilibrium_gain_error": s.get("equilibrium_gain_error"), "stopped": s.get("stopped")}
 
 
 def _median(rows: list[dict], key: str):
@@ -57,12 +58,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated plant specs (; inside a spec: none)")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed … first-seed + seeds − 1")
     ap.add_argument("--tag", default="", help="suffix of the results file")
     args = ap.parse_args()
     torch.set_num_threads(1)
     rows = []
     for spec in [t for t in args.tasks.split(",") if t]:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             row = run_one(spec, seed)
             rows.append(row)
             print(f"  {spec} seed {seed}: success {row['success']:.1%} (LQR {row['lqr_success']:.1%}), "

@@ -5,8 +5,9 @@ For each plant: `lipnet train` with the default configuration (one seed), then `
 each loop's own linearisation, the LQR's proven shape offered to the controller too, same
 stated box: the plant's evaluation region), each with the same time budget. Rows: certified level ρ, certified
 volume (share of the box), certification seconds, boxes, and the ratio of the two volumes. Prints a table and
-writes `benchmarks/results/roa.json`. The PVTOL-like plant is python-control's `examples/pvtol-lqr.py` model
-(linearised at hover, 6 states, 2 inputs, its final Q and R), discretised at 0.05 s, with |u| ≤ 5 N added.
+writes `benchmarks/results/roa.json`. The PVTOL-like plant is the built-in `pvtol?u_max=5`: python-control's
+`examples/pvtol-lqr.py` model linearised at hover (6 states, 2 inputs, its final Q and R), discretised at 0.05 s,
+with |u| ≤ 5 N added.
 
     python benchmarks/roa.py                     # every plant (about 10 minutes on 2 cores)
     python benchmarks/roa.py --plants pendulum --seconds 30
@@ -21,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import plants
@@ -31,21 +31,6 @@ from lipnet.train.loop import train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PLANTS = ["pendulum", "cartpole", "quadrotor2d", "ballbeam", "vanderpol", "pvtol"]
-
-
-def pvtol_npz(folder: Path) -> str:
-    """python-control's PVTOL example linearised at hover (x, y, θ, ẋ, ẏ, θ̇; inputs F1, F2) as an `.npz` spec."""
-    m, J, r, g, c = 4.0, 0.0475, 0.25, 9.8, 0.05
-    A = np.zeros((6, 6))
-    A[0, 3] = A[1, 4] = A[2, 5] = 1.0
-    A[3, 2], A[3, 3], A[4, 4] = -g, -c / m, -c / m
-    B = np.zeros((6, 2))
-    B[3, 0], B[4, 1], B[5, 0] = 1 / m, 1 / m, r / J
-    path = folder / "pvtol.npz"
-    np.savez(path, A=A, B=B, C=np.eye(6), D=np.zeros((6, 2)), dt=0.0)
-    # the example's final weights: Qx1 = diag(100, 10, 2π/5, 0, 0, 0) (a little velocity weight so Q > 0), Qu1a·(ρ=1)
-    q = [100.0, 10.0, 2 * math.pi / 5, 1e-3, 1e-3, 1e-3]
-    return f"{path}?dt=0.05&u_max=5&x0_box=0.5,0.5,0.3,0.5,0.5,0.5&q={','.join(map(str, q))}&r=10,1"
 
 
 def run_one(spec: str, seconds: float, seed: int = 0) -> dict:
@@ -74,17 +59,16 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.plants.split(","):
-            spec = pvtol_npz(Path(tmp)) if name == "pvtol" else name
-            row = run_one(spec, args.seconds)
-            row["plant"] = name
-            rows.append(row)
-            ln, lq = row["lipnet"], row["lqr"]
-            print(f"{name:<12} n_x={row['n_x']}  lipnet ρ={ln['rho']:.4g} vol={100 * (ln['volume_share'] or 0):.3g}% "
-                  f"({ln['seconds']:.1f} s, {ln['subboxes']} boxes)   LQR ρ={lq['rho']:.4g} "
-                  f"vol={100 * (lq['volume_share'] or 0):.3g}% ({lq['seconds']:.1f} s)   ratio {row['volume_ratio']}",
-                  flush=True)
+    for name in args.plants.split(","):
+        spec = "pvtol?u_max=5" if name == "pvtol" else name  # python-control's example with |u| ≤ 5 N
+        row = run_one(spec, args.seconds)
+        row["plant"] = name
+        rows.append(row)
+        ln, lq = row["lipnet"], row["lqr"]
+        print(f"{name:<12} n_x={row['n_x']}  lipnet ρ={ln['rho']:.4g} vol={100 * (ln['volume_share'] or 0):.3g}% "
+              f"({ln['seconds']:.1f} s, {ln['subboxes']} boxes)   LQR ρ={lq['rho']:.4g} "
+              f"vol={100 * (lq['volume_share'] or 0):.3g}% ({lq['seconds']:.1f} s)   ratio {row['volume_ratio']}",
+              flush=True)
     print()
     print(f"{'plant':<12}{'n_x':>4}{'lipnet vol %':>14}{'LQR vol %':>11}{'ratio':>8}{'lipnet s':>10}{'LQR s':>8}"
           f"{'boxes':>9}  certified")
