@@ -363,10 +363,10 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
             # An even split of what is left: a rounder shape that fails must not eat the whole budget (every
             # `lipnet certify` would then take it all). A larger --roa-seconds lets rounder shapes close (cart-pole,
             # 64×64 network: the 0.9-rate shape needs 43 s and 339k boxes).
-            if not attempt(cand, left / (len(shapes) + len(extra) + 1 - i)):
+            if not attempt(cand, left / (len(shapes) + 1 - i)):
                 break  # a slower rate would fail as well
             whole = True
-        for i, cand in enumerate(extra):  # then the offered shapes, with what the own ones left
+        for i, cand in enumerate(extra):  # then the offered shapes, with what the own ones left (never less)
             left = seconds - (time.perf_counter() - t0)
             whole = attempt(cand, left / (len(extra) + (0 if whole else 1) - i)) or whole
         if not whole:
