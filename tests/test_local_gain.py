@@ -38,3 +38,19 @@ def test_the_term_is_differentiable_and_evaluates_under_no_grad():
         value = term(lin, torch.zeros(4, 2, dtype=torch.float64))
     assert torch.isfinite(value) and not value.requires_grad
     assert abs(float(value) - float(loss)) < 1e-12
+
+
+def test_a_bad_weight_is_refused_with_the_option_name():
+    import pytest
+
+    from lipnet.exceptions import LipnetArgument
+    from lipnet.train.config import RunConfig
+
+    for bad in (-0.5, float("nan"), float("inf")):
+        cfg = RunConfig()
+        cfg.train.local_gain = bad
+        with pytest.raises(LipnetArgument, match=r"\[train\] local_gain"):
+            cfg.validate()
+    cfg = RunConfig()
+    cfg.train.local_gain = 2.0
+    cfg.validate()

@@ -268,7 +268,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
         stop_reason = state.get("stop_reason")
     resolved = cfg.to_dict()  # every "auto" written as what it became, so --config reproduces the run
     resolved["controller"].update(lipschitz=float(plan.lipschitz), activation=activation)
-    resolved["train"].update(expert=expert, steps=tc.steps or total_main, terminal=terminal)
+    resolved["train"].update(expert=expert, steps=tc.steps or total_main, terminal=terminal, local_gain=gain_weight)
     atomic_write(run_dir / CONFIG, f"# lipnet {__version__} run configuration; bound source: "
                                         f"{plan.lipschitz_source}\n" + dump_toml(resolved))
     log(f"plant {plant.name} ({plant.n_x} states, {plant.n_u} inputs, dt={plant.dt:g}s); optimizer {tc.optimizer}; "
