@@ -314,8 +314,9 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
     Returns the `closed_loop.region` dict of `certificate.json` (`certified` is False, with a `reason`, when no
     level can be proven; an `Uncertifiable` plant raises, for the caller to fall back on `sampled_region`).
     `P` replaces the Lyapunov matrix (any positive definite one is sound) and `rho_target` stops the search at
-    that level (what re-verifying a stated region needs). `also_try`: more candidate matrices for V, tried first
-    (the saturated LQR's proven shape, so that a controller close to it is not judged on a worse shape).
+    that level (what re-verifying a stated region needs). `also_try`: more candidate matrices for V, tried after
+    the policy's own shapes with the budget they leave (the saturated LQR's proven shape, so that a controller
+    close to it is not judged on a worse shape).
     """
     t0 = time.perf_counter()
     n = plant.n_x
