@@ -1,1 +1,1 @@
-"""Training: losses (rollout cost, imitation), the loop, checkpoints and run folders."""
+"""Training: objectives (rollout cost, imitation), the plan, the loop, checkpoints and run folders."""

@@ -74,7 +74,7 @@ class TrainConfig:
     warmup: int = 50  # imitation steps with the LQR expert: a stabilising start for the rollout cost
     demo_warmup: int = 1500  # imitation steps with the MPC expert's demonstrations
     demos: int = 128  # initial states the MPC expert is run from (each over the plant's horizon)
-    # Weight of the gain error at the equilibrium (losses.LocalGain) added to both phases; -1 (auto): 1 with the
+    # Weight of the gain error at the equilibrium (objectives.LocalGain) added to both phases; -1 (auto): 1 with the
     # MPC expert (a wide task, where the optimum still linearises to the LQR gain), 0 with the LQR one.
     local_gain: float = -1.0
     dagger: int = 0  # DAgger rounds in the imitation phase: relabel the states the controller visits with the expert

@@ -229,7 +229,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
     elif tc.warmup:
         warmup, n_warm = make_objective("imitation", plant, lqr, horizon), tc.warmup
     gain_weight = tc.local_gain if tc.local_gain >= 0 else (1.0 if mpc else 0.0)
-    if gain_weight > 0:  # both phases keep the LQR gain at the equilibrium (losses.LocalGain)
+    if gain_weight > 0:  # both phases keep the LQR gain at the equilibrium (objectives.LocalGain)
         scale = np.abs(np.asarray(plant.init_eval.scale, dtype=float))
         objective = LocalGain(objective, plant, lqr.K, scale, gain_weight)
         if warmup is not None:
