@@ -16,8 +16,7 @@ class _Zero:
 def _setup():
     plant = plants.load("pendulum?task=swingup")
     lqr = plants.lqr(plant)
-    scale = abs(torch.as_tensor(plant.init_eval.scale, dtype=torch.float64))
-    return plant, lqr, LocalGain(_Zero(), plant, lqr.K, scale.numpy())
+    return plant, lqr, LocalGain(_Zero(), plant, lqr.K)
 
 
 def test_the_lqr_gain_has_zero_error_and_a_lazy_gain_does_not():

@@ -108,7 +108,7 @@ def warn_shortfall(cfg) -> str | None:
     import plants
 
     try:
-        radius = float(np.max(np.abs(np.linalg.eigvals(plants.lqr(plants.load(cfg.plant)).A))))
+        radius = float(np.max(np.abs(np.linalg.eigvals(plants.linearize(plants.load(cfg.plant)).A))))
     except Exception:  # noqa: BLE001 - a bad plant is train's to report, with its own message
         return None
     message = shortfall(cfg.train.optimizer, radius)

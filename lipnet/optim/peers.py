@@ -21,6 +21,7 @@ says so in `last_info["skipped"]` (the peers themselves would crash on a missing
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from collections.abc import Callable
 
@@ -36,8 +37,12 @@ BENCH_HINT = "pip install 'lipnet[bench]'"
 class PeerOptimizer(LipnetOptimizer):
     """One or more torch optimisers stepped together under torch's closure convention (the adapters' base)."""
 
-    package = ""  # the import name this peer needs, "" for none
-    pip_name = ""  # its name on PyPI
+    target = ""  # "module:Class" of the peer's optimiser ("" for an adapter that builds its own parts)
+    pip_name = ""  # the PyPI name of the module's package, where it differs from the module's
+
+    @classmethod
+    def _package(cls) -> str:
+        return cls.target.partition(":")[0].split(".")[0]
 
     def __init__(self, parts: list[torch.optim.Optimizer]):
         self.parts = parts
@@ -46,18 +51,16 @@ class PeerOptimizer(LipnetOptimizer):
     @classmethod
     def missing(cls) -> str | None:
         """What is missing to build this peer (a one-line install hint), or None."""
-        if cls.package and importlib.util.find_spec(cls.package) is None:
-            return f"the {cls.pip_name or cls.package} package: {BENCH_HINT}"
+        if cls.target and importlib.util.find_spec(cls._package()) is None:
+            return f"the {cls.pip_name or cls._package()} package: {BENCH_HINT}"
         return None
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, **options) -> PeerOptimizer:
         """The peer over `model`'s trainable parameters; `options` go to the peer's constructor."""
-        return cls([cls._build([p for p in model.parameters() if p.requires_grad], **options)])
-
-    @staticmethod
-    def _build(params: list[torch.nn.Parameter], **options) -> torch.optim.Optimizer:
-        raise NotImplementedError
+        module, _, name = cls.target.partition(":")
+        peer = getattr(importlib.import_module(module), name)
+        return cls([peer([p for p in model.parameters() if p.requires_grad], **options)])
 
     @property
     def param_groups(self) -> list[dict]:
@@ -109,37 +112,19 @@ class PeerOptimizer(LipnetOptimizer):
 class Prodigy(PeerOptimizer):
     """Prodigy (Mishchenko & Defazio 2024) at the package's defaults."""
 
-    package = pip_name = "prodigyopt"
-
-    @staticmethod
-    def _build(params, **options):
-        from prodigyopt import Prodigy as _Prodigy
-
-        return _Prodigy(params, **options)
+    target = "prodigyopt:Prodigy"
 
 
 class DAdaptAdam(PeerOptimizer):
     """D-Adaptation Adam (Defazio & Mishchenko 2023) at the package's defaults."""
 
-    package = pip_name = "dadaptation"
-
-    @staticmethod
-    def _build(params, **options):
-        from dadaptation import DAdaptAdam as _DAdaptAdam
-
-        return _DAdaptAdam(params, **options)
+    target = "dadaptation:DAdaptAdam"
 
 
 class ScheduleFreeAdamW(PeerOptimizer):
     """Schedule-Free AdamW (Defazio et al. 2024); parameters hold x (evaluation), gradients are taken at y."""
 
-    package, pip_name = "schedulefree", "schedulefree"
-
-    @staticmethod
-    def _build(params, **options):
-        from schedulefree import AdamWScheduleFree
-
-        return AdamWScheduleFree(params, **options)
+    target = "schedulefree:AdamWScheduleFree"
 
     def _to_gradient_point(self) -> None:
         self.parts[0].train()
@@ -152,19 +137,13 @@ class DoG(PeerOptimizer):
     """DoG (Ivgi, Hinder & Carmon 2023) with its recommended polynomial-decay averaging (Shamir & Zhang 2013):
     `x̄_t = (1 − w_t) x̄_{t−1} + w_t x_t`, `w_t = (γ + 1)/(γ + t)`, γ = 8; the parameters hold x̄ between steps."""
 
-    package, pip_name = "dog", "dog-optimizer"
+    target, pip_name = "dog:DoG", "dog-optimizer"
     GAMMA = 8.0
 
     def __init__(self, parts: list[torch.optim.Optimizer]):
         super().__init__(parts)
         self.t = 0
         self.iterate = [p.detach().clone() for p in self._params()]  # x_t, where DoG takes its gradient
-
-    @staticmethod
-    def _build(params, **options):
-        from dog import DoG as _DoG
-
-        return _DoG(params, **options)
 
     @torch.no_grad()
     def _to_gradient_point(self) -> None:

@@ -229,11 +229,11 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
     elif tc.warmup:
         warmup, n_warm = make_objective("imitation", plant, lqr, horizon), tc.warmup
     gain_weight = tc.local_gain if tc.local_gain >= 0 else (1.0 if mpc else 0.0)
+    gain = LocalGain(objective, plant, lqr.K, gain_weight)  # also what the summary reports
     if gain_weight > 0:  # both phases keep the LQR gain at the equilibrium (objectives.LocalGain)
-        scale = np.abs(np.asarray(plant.init_eval.scale, dtype=float))
-        objective = LocalGain(objective, plant, lqr.K, scale, gain_weight)
+        objective = gain
         if warmup is not None:
-            warmup = LocalGain(warmup, plant, lqr.K, scale, gain_weight)
+            warmup = LocalGain(warmup, plant, lqr.K, gain_weight)
     x_eval = plant.sample_initial(tc.eval_batch, "eval", generator=torch.Generator().manual_seed(cfg.seed + 1),
                                   dtype=dtype)
     evaluator = Evaluator(plant, lqr, x_eval, plant.horizon, terminal)
@@ -387,9 +387,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
                         "restored_best_step": restored,
                         "moved_from_warm_start": _moved(controller, warm_state, x_eval, plant),
                         # ‖(∂π/∂x(x_eq) + K) S‖_F / ‖K S‖_F: 0 where the controller linearises to the LQR
-                        "equilibrium_gain_error": math.sqrt(float(LocalGain(
-                            objective, plant, lqr.K, np.abs(np.asarray(plant.init_eval.scale, dtype=float)))
-                            .gain_error(controller, dtype).detach()))})
+                        "equilibrium_gain_error": math.sqrt(float(gain.gain_error(controller, dtype).detach()))})
         if roa_obj is not None:
             summary["roa_stage"] = {
                 "steps": tc.roa_steps, "P": roa_state["P"].tolist(), "rate": roa_state["rate"],

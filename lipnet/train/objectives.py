@@ -89,16 +89,16 @@ class LocalGain:
     Where the actuators do not saturate, the optimal feedback of a smooth plant linearises to the LQR gain at its
     equilibrium; a wide-region objective (a swing-up) barely weighs those small states, and left alone training
     settles for a lazy gain there (pendulum swing-up: 0.6–0.7 × K, 5 × the saturated LQR's cost on the states it
-    stabilises). S is the evaluation box's scale, so every state direction counts in its own units.
+    stabilises). S is the evaluation box (`plant.eval_box()`), so every state direction counts in its own units.
     """
 
-    def __init__(self, objective, plant, K, scale, weight: float = 1.0):
+    def __init__(self, objective, plant, K, weight: float = 1.0):
         self.objective, self.weight = objective, float(weight)
         self.name = getattr(objective, "name", "objective")
         self.x_eq = torch.as_tensor(plant.x_eq, dtype=torch.float64)
-        ks = torch.as_tensor(K, dtype=torch.float64) * torch.as_tensor(scale, dtype=torch.float64)
+        self.scale = torch.as_tensor(plant.eval_box(), dtype=torch.float64)
+        ks = torch.as_tensor(K, dtype=torch.float64) * self.scale
         self.target, self.norm = ks, ks.pow(2).sum().clamp_min(1e-12)
-        self.scale = torch.as_tensor(scale, dtype=torch.float64)
         for name in ("sample", "extend"):  # a demonstration set's minibatches and DAgger data pass through
             if hasattr(objective, name):
                 setattr(self, name, getattr(objective, name))
