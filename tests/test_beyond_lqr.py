@@ -101,7 +101,7 @@ def _tiny_mpc_config() -> RunConfig:
     cfg = RunConfig(plant="pendulum?task=swingup&horizon=12")
     tc = cfg.train
     tc.expert, tc.demos, tc.demo_warmup, tc.steps, tc.batch, tc.eval_batch = "mpc", 4, 6, 10, 8, 16
-    tc.eval_every, tc.checkpoint_every = 2, 2
+    tc.eval_every, tc.checkpoint_every, tc.expert_labels = 2, 2, 16
     cfg.controller.hidden = [8]
     return cfg
 
@@ -111,6 +111,7 @@ def test_mpc_path_uses_relu_the_manifold_adam_warm_start_and_resumes_exactly(tmp
     s = whole.summary
     assert s["expert"] == "mpc" and s["activation"] == "relu" and s["warm_start_optimizer"] == "manifold-adam"
     assert s["terminal"] == "none" and s["training_horizon"] == 12 and s["moved_from_warm_start"] is not None
+    assert s["imitation_pairs"] == 4 * 12 + 16  # the demonstrations' pairs and the expert's labels on spread states
     assert [r["objective"] for r in whole.metrics[:7]] == ["imitation"] * 6 + ["rollout"]
     assert not whole.controller.straight_through  # a training-only switch
     part = train(_tiny_mpc_config(), tmp_path / "part", progress=False, log=lambda *a: None, stop_after=4)

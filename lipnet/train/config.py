@@ -74,6 +74,10 @@ class TrainConfig:
     warmup: int = 50  # imitation steps with the LQR expert: a stabilising start for the rollout cost
     demo_warmup: int = 1500  # imitation steps with the MPC expert's demonstrations
     demos: int = 128  # initial states the MPC expert is run from (each over the plant's horizon)
+    # States over the training region (drawn as the rollout batches are, half among those the saturated LQR
+    # stabilises) that the MPC expert labels beside its closed-loop demonstrations, which seldom pass the edge of
+    # the capture region where a catch needs full torque (lipnet.train.loop._states_to_label)
+    expert_labels: int = 4096
     # Weight of the gain error at the equilibrium (objectives.LocalGain) added to both phases; -1 (auto): 1 with the
     # MPC expert (a wide task, where the optimum still linearises to the LQR gain), 0 with the LQR one.
     local_gain: float = -1.0
@@ -112,7 +116,8 @@ class TrainConfig:
             raise LipnetArgument(f"--max-seconds must be a finite number >= 0 (0: no cap), got {self.max_seconds!r}")
         for name, low, flag in (("steps", 0, "--steps"), ("batch", 1, "--batch"), ("eval_batch", 1, None),
                                 ("eval_every", 1, None), ("checkpoint_every", 1, None), ("warmup", 0, None),
-                                ("demo_warmup", 0, None), ("demos", 1, None), ("dagger", 0, None), ("horizon", 0, None),
+                                ("demo_warmup", 0, None), ("demos", 1, None), ("expert_labels", 0, None),
+                                ("dagger", 0, None), ("horizon", 0, None),
                                 ("rescale_every", 0, None), ("roa_steps", 0, "--roa-steps")):
             value = getattr(self, name)
             if not _is_int(value) or value < low or value > _LIMITS.get(name, 10**7):
@@ -172,7 +177,8 @@ class RunConfig:
 
 MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; the evaluation states use seed + 1
 # Upper limits that keep a run within a machine's memory and a human's patience (the default of others: 10**7).
-_LIMITS = {"batch": 10**6, "eval_batch": 10**6, "horizon": 100_000, "demos": 100_000}
+_LIMITS = {"batch": 10**6, "eval_batch": 10**6, "horizon": 100_000, "demos": 100_000,
+           "expert_labels": 10**6}
 
 
 def _is_int(value) -> bool:

@@ -216,15 +216,20 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
     # Direct policy optimisation from a random controller sees exploding costs and saturated, gradient-free
     # actions, and far from the equilibrium it stalls in local minima (a pendulum that swings but never gets
     # up): the first steps imitate an expert instead, the saturated LQR or the MPC's demonstrations.
-    warmup, n_warm = None, 0
+    warmup, n_warm, demo_set = None, 0, None
     if mpc:
         t_demo = time.perf_counter()
         demo_gen = torch.Generator().manual_seed(cfg.seed + 3)  # its own stream: a resumed run rebuilds them
         starts = plant.sample_initial(tc.demos, "train", generator=demo_gen, dtype=dtype)
         mpc_expert = MPCExpert(plant, action_scale=plan.action_scale, generator=demo_gen, guide=lqr.policy)
         demos = mpc_expert.demonstrations(starts, plant.horizon)
-        warmup, n_warm = DemoImitation(plant, *demos.pairs(), batch=max(512, tc.batch)), tc.demo_warmup
-        log(f"expert: MPC demonstrations from {tc.demos} states ({expert_reason}; "
+        demo_set = DemoImitation(plant, *demos.pairs(), batch=max(512, tc.batch))
+        if tc.expert_labels:  # the expert's action on states spread over the region (see [train] expert_labels)
+            spread = _states_to_label(plant, lqr, tc, demo_gen, dtype)
+            demo_set.extend(spread, mpc_expert.label(spread))
+        warmup, n_warm = demo_set, tc.demo_warmup
+        log(f"expert: MPC demonstrations from {tc.demos} states and its actions on {tc.expert_labels} more "
+            f"({expert_reason}; "
             f"{time.perf_counter() - t_demo:.0f} s)")
     elif tc.warmup:
         warmup, n_warm = make_objective("imitation", plant, lqr, horizon), tc.warmup
@@ -385,6 +390,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
                         "activation": activation, "warm_start_optimizer": WARM_OPTIMIZER if mpc else tc.optimizer,
                         "warm_start_steps": min(n_warm, total), "training_horizon": horizon, "terminal": terminal,
                         "restored_best_step": restored,
+                        "imitation_pairs": None if demo_set is None else len(demo_set.states),
                         "moved_from_warm_start": _moved(controller, warm_state, x_eval, plant),
                         # ‖(∂π/∂x(x_eq) + K) S‖_F / ‖K S‖_F: 0 where the controller linearises to the LQR
                         "equilibrium_gain_error": math.sqrt(float(gain.gain_error(controller, dtype).detach()))})
@@ -445,6 +451,19 @@ def _choose_expert(plant, lqr, tc, seed: int, dtype) -> tuple[str, str]:
 
 
 @torch.no_grad()
+def _states_to_label(plant, lqr, tc, gen, dtype) -> torch.Tensor:
+    """`tc.expert_labels` states over the training region, half of them (where there are enough) among those the
+    saturated LQR stabilises: there a catch needs its full, sharply switching torque, which the demonstrations
+    seldom show and a network fitted to them smooths away (swing-up: caught starts the LQR catches swung round)."""
+    n = tc.expert_labels
+    cand = _sample_training_states(plant, tc, gen, dtype, n=4 * n)
+    caught = Evaluator(plant, lqr, cand, plant.horizon, "none").lqr_success
+    inside, outside = cand[caught], cand[~caught]
+    k = min(len(inside), n // 2)
+    return torch.cat([inside[:k], outside[: n - k], inside[k: k + max(0, n - k - len(outside))]])
+
+
+@torch.no_grad()
 def _dagger_round(plant, controller, expert, starts: torch.Tensor, every: int = 4):
     """The states the controller visits from the demonstrations' starts (every `every`-th step), labelled by the
     expert (DAgger, Ross et al. 2011): the imitation then covers where the learner actually goes."""
@@ -492,13 +511,14 @@ def _moved(controller, warm_state, x: torch.Tensor, plant) -> float | None:
                  .clamp_min(1e-12))
 
 
-def _sample_training_states(plant, tc, gen, dtype) -> torch.Tensor:
-    """A batch of initial states: the training distribution, or half of it from the harder evaluation one."""
+def _sample_training_states(plant, tc, gen, dtype, n: int | None = None) -> torch.Tensor:
+    """`n` (default: a batch of) initial states: the training distribution, or half from the harder evaluation one."""
+    n = tc.batch if n is None else n
     if tc.initial_states == "train":
-        return plant.sample_initial(tc.batch, "train", generator=gen, dtype=dtype)
+        return plant.sample_initial(n, "train", generator=gen, dtype=dtype)
     if tc.initial_states == "mix":
-        half = tc.batch // 2
-        return torch.cat([plant.sample_initial(tc.batch - half, "train", generator=gen, dtype=dtype),
+        half = n // 2
+        return torch.cat([plant.sample_initial(n - half, "train", generator=gen, dtype=dtype),
                           plant.sample_initial(half, "eval", generator=gen, dtype=dtype)])
     raise LipnetValue(f"initial_states must be 'train' or 'mix', got {tc.initial_states!r}")
 
