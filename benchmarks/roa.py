@@ -54,7 +54,9 @@ def run_one(spec: str, seconds: float, seed: int = 0) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--plants", default=",".join(PLANTS))
-    ap.add_argument("--seconds", type=float, default=60.0, help="certification budget per region")
+    ap.add_argument("--seconds", type=float, default=None,
+                    help="certification budget of the controller's region (default: lipnet certify's, 120 s up to "
+                         "4 states, 600 s above; the saturated LQR's: half)")
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
     torch.set_num_threads(1)

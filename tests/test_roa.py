@@ -178,6 +178,19 @@ def test_verify_region_re_proves_a_stated_level_and_refuses_an_inflated_one():
     assert not forged["certified"] and "could not be re-proven" in forged["reason"]
 
 
+def test_an_offered_region_is_verified_up_to_its_level_and_an_inflated_one_is_not_claimed():
+    plant = plants.load("pendulum")
+    policy = lqr_policy(plant)
+    region = certify_region(plant, policy, box=[3.0, 6.0], seconds=30)
+    offered = {"P": region["P"], "rho": region["rho"]}
+    again = certify_region(plant, policy, box=[3.0, 6.0], seconds=30, also_try=[offered])
+    assert again["certified"] and again["volume_share"] >= region["volume_share"] * (1 - 1e-9)
+    # an offered level beyond what holds (twice the proven one fails in simulation, test above) is cut back
+    P = np.asarray(region["P"])
+    inflated = certify_region(plant, policy, box=[3.0, 6.0], seconds=10, P=P, rho_target=2 * region["rho"])
+    assert inflated["rho"] < 2 * region["rho"] * (1 - 1e-6) and _all_converge(plant, policy, inflated)
+
+
 def test_no_equilibrium_is_reported_with_the_residual():
     plant = plants.load("pendulum")
     policy = linear_policy(np.asarray(plants.lqr(plant).K), plant.x_eq, plant.u_eq + 0.5)
@@ -257,6 +270,8 @@ def test_train_roa_stage_runs_last_records_itself_and_resumes(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     stage = summary["roa_stage"]
     assert stage["steps"] == 4 and 0 <= stage["violating_share_after"] <= 1 and len(stage["P"]) == 2
+    assert stage["violating_share_after"] <= stage["violating_share_before"]  # the stage keeps its best
+    assert stage["lqr_region"]["certified"] and stage["lqr_region"]["volume_share"] > 0  # the target it grew
     assert "roa_steps = 4" in (run / "config.toml").read_text()
     # stopped inside the stage and resumed: the same controller as the uninterrupted run
     cfg = RunConfig(plant="pendulum")
@@ -294,3 +309,25 @@ def test_roa_objective_samples_lie_in_the_target_ellipsoid():
     inputs = obj.sample(torch.Generator().manual_seed(0))
     assert (obj._V(inputs["x"]) <= 1 + 1e-5).all()  # PGD stays inside {V ≤ 1}
     assert all(p.requires_grad for p in ctl.parameters())  # and leaves the parameters' flags as they were
+
+
+def test_roa_target_grows_the_lqr_region_to_twice_its_volume_within_the_box():
+    from lipnet.certify.roa import _volume_share, region_box
+    from lipnet.train.lyapunov import target_shape
+    from lipnet.train.plan import build_controller, plan_controller
+
+    plant = plants.load("cartpole")
+    lqr = plants.lqr(plant)
+    ctl = build_controller(plant, plan_controller(plant, lqr), (8, 8), "tanh", "frobenius", "clip")
+    w = region_box(plant)
+    P_ref = np.diag(1.0 / w**2) * 40.0  # an ellipsoid well inside the box
+    ref = {"certified": True, "P": P_ref.tolist(), "rho": 1.0}
+    P, rate = target_shape(plant, ctl, reference=ref)
+    assert _volume_share(P, 1.0, w) == pytest.approx(2 * _volume_share(P_ref, 1.0, w), rel=1e-9)
+    assert 0 < rate <= 0.999
+    # a reference already filling the box cannot grow past it: the target is the largest level inside the box
+    P_big, _ = target_shape(plant, ctl, reference={"certified": True, "P": P_ref.tolist(), "rho": 39.0})
+    assert float(np.min(w**2 / np.diag(np.linalg.inv(P_big)))) == pytest.approx(1.0, rel=1e-9)
+    # an uncertified reference is ignored
+    P_own, _ = target_shape(plant, ctl, reference={"certified": False, "P": P_ref.tolist(), "rho": 1.0})
+    assert np.allclose(P_own, target_shape(plant, ctl)[0])

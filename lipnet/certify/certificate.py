@@ -109,7 +109,7 @@ def _linear_data(plant) -> tuple[np.ndarray, np.ndarray, bool]:
 def certify_controller(controller, plant=None, methods=None, region: Region | None = None,
                        solver: str = "SCS", sdp_max_neurons: int | None = 256, lower: bool = True,
                        closed_loop: bool = True, seed: int = 0, iqc: str = "fallback", roa: bool = True,
-                       roa_seconds: float = 60.0, roa_box=None, roa_claim: dict | None = None) -> Certificate:
+                       roa_seconds: float | None = None, roa_box=None, roa_claim: dict | None = None) -> Certificate:
     """Bound, estimate and (with a plant) certify the closed loop of one controller.
 
     Parameters
@@ -122,7 +122,8 @@ def certify_controller(controller, plant=None, methods=None, region: Region | No
     lower, closed_loop : compute the empirical lower bound / the closed-loop certificate.
     iqc : the neuron-wise IQC closed-loop LMI: "fallback" (only when small gain fails), "always" or "off".
     roa, roa_seconds, roa_box : certified regions of attraction of the closed loop and of the saturated LQR
-        (`roa.region_certificates`; time budget per region, half-widths of the stated box, default the plant's
+        (`roa.region_certificates`; the controller's time budget, default `roa.default_seconds(n_x)`, the LQR's
+        half of it; half-widths of the stated box, default the plant's
         evaluation region); `roa_claim` re-verifies a stated region instead of searching (export does that).
     """
     if isinstance(plant, str):

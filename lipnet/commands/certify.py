@@ -38,8 +38,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--roa", action=argparse.BooleanOptionalAction, default=True,
                         help="certified region of attraction of the closed loop and of the saturated LQR, with a "
                              "phase-plane plot roa.png (default on; --no-roa skips it)")
-    parser.add_argument("--roa-seconds", type=float, default=60.0, metavar="S",
-                        help="time budget per region (default 60 s; the level proven so far is kept)")
+    parser.add_argument("--roa-seconds", type=float, default=None, metavar="S",
+                        help="time budget of the controller's region (default 120 s up to 4 states, 600 s above; "
+                             "the saturated LQR's gets half; the level proven so far is kept)")
     parser.add_argument("--roa-box", metavar="W1,W2,...", default=None,
                         help="half-widths of the box the region must lie in (default: the plant's evaluation region)")
     parser.add_argument("--json", action="store_true", help="print the certificate JSON instead of the table")
@@ -120,7 +121,7 @@ def run(args) -> int:
     methods = list(METHODS) if args.method and "all" in args.method else args.method
     if args.sdp_max_neurons is not None and args.sdp_max_neurons < 0:
         raise LipnetArgument(f"--sdp-max-neurons must be >= 0, got {args.sdp_max_neurons}")
-    if not args.roa_seconds > 0:
+    if args.roa_seconds is not None and not args.roa_seconds > 0:
         raise LipnetArgument(f"--roa-seconds must be a positive number of seconds, got {args.roa_seconds}")
     roa_box = _roa_box(args.roa_box)
     trained = load_trained(args.run_dir)

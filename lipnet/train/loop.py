@@ -298,8 +298,11 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
                 if best["state"] is not None and best["step"] != step:
                     controller.load_state_dict(best["state"])
                 best = {"score": None, "state": None, "step": 0}
-                P, rate = target_shape(plant, controller, tc.roa_box or None)
-                roa_state = {"P": torch.as_tensor(P), "rate": float(rate), "start": step}
+                reference = _lqr_region(plant, lqr, tc.roa_box or None, log)
+                P, rate = target_shape(plant, controller, tc.roa_box or None, reference=reference)
+                roa_state = {"P": torch.as_tensor(P), "rate": float(rate), "start": step,
+                             "lqr_region": None if reference is None else
+                             {k: reference.get(k) for k in ("certified", "rho", "volume_share")}}
             roa_obj = LyapunovObjective(plant, objective, controller, roa_state["P"].numpy(), roa_state["rate"],
                                         batch=tc.batch)
             # A penalty on freshly falsified states each step is a noisy fit, like the imitation: Adam on the
@@ -307,7 +310,9 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
             roa_opt = make_optimizer(ROA_OPTIMIZER, controller) if tc.optimizer != ROA_OPTIMIZER else opt
             if state is not None and state.get("roa_optimizer") is not None and roa_opt is not opt:
                 roa_opt.load_state_dict(state["roa_optimizer"])
-            roa_state.setdefault("before", _violation_share(roa_obj, controller, cfg.seed))
+            if "before" not in roa_state:  # the stage's start is its first candidate: it never leaves it worse
+                roa_state["before"] = _violation_share(roa_obj, controller, cfg.seed)
+                best = {"score": [roa_state["before"]], "state": copy.deepcopy(controller.state_dict()), "step": step}
         if step >= total_main:
             step_opt = roa_opt
             controller.straight_through = True  # saturated actions near the region's edge still learn
@@ -332,6 +337,11 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
                "info": _info_string(optim_contract.last_info(step_opt))}
         if step + 1 == n_warm:  # what the rollout phase starts from (the report says how far it moved)
             warm_state = copy.deepcopy(controller.state_dict())
+        if roa_obj is not None and step >= total_main and (
+                (step + 1 - total_main) % tc.eval_every == 0 or step + 1 == total):
+            share = _violation_share(roa_obj, controller, cfg.seed)  # the stage keeps its fewest violations
+            if share < best["score"][0]:
+                best.update(score=[share], state=copy.deepcopy(controller.state_dict()), step=step + 1)
         if validator is not None and n_warm <= step + 1 <= total_main and (
                 (step + 1 - n_warm) % tc.eval_every == 0 or step + 1 == total_main):
             _keep_best(best, validator(controller), controller, step + 1)
@@ -397,6 +407,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
         if roa_obj is not None:
             summary["roa_stage"] = {
                 "steps": tc.roa_steps, "P": roa_state["P"].tolist(), "rate": roa_state["rate"],
+                "lqr_region": roa_state.get("lqr_region"),
                 "box": tc.roa_box or None, "violating_share_before": roa_state["before"],
                 "violating_share_after": _violation_share(roa_obj, controller, cfg.seed),
                 "note": "share of 4096 states in {V ≤ 1} where V(F(x)) ≥ V(x); `lipnet certify` proves the region"}
@@ -475,6 +486,30 @@ def _dagger_round(plant, controller, expert, starts: torch.Tensor, every: int = 
     xs = torch.cat(visited)
     xs = xs[torch.isfinite(xs).all(-1)]
     return xs, expert.label(xs)
+
+
+# Seconds for certifying the saturated LQR's region, the --roa stage's reference (4-state plants: 15-30 s).
+ROA_REFERENCE_SECONDS = 60.0
+
+
+def _lqr_region(plant, lqr, box, log) -> dict | None:
+    """The saturated LQR's certified region (the --roa stage's reference), or None where none can be proven."""
+    from lipnet.certify.intervals import Uncertifiable
+    from lipnet.certify.roa import NoEquilibrium, certify_region, lqr_policy
+
+    t = time.perf_counter()
+    try:
+        region = certify_region(plant, lqr_policy(plant, lqr), box=box, seconds=ROA_REFERENCE_SECONDS)
+    except (Uncertifiable, NoEquilibrium) as exc:
+        log(f"--roa: no certified region of the saturated LQR to grow ({exc}); the target is the controller's own")
+        return None
+    if not region.get("certified"):
+        log(f"--roa: the saturated LQR's region could not be certified ({region.get('reason')}); the target is "
+            "the controller's own")
+        return None
+    log(f"--roa: the saturated LQR's certified region covers {region['volume_share']:.3g} of the box "
+        f"({time.perf_counter() - t:.0f} s); the stage trains for twice its volume")
+    return region
 
 
 def _violation_share(obj, controller, seed: int) -> float:

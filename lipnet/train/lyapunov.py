@@ -19,13 +19,28 @@ import torch
 __all__ = ["LyapunovObjective", "target_shape"]
 
 
-def target_shape(plant, controller, box=None) -> tuple[np.ndarray, float]:
-    """`(P, rate)`: the V the stage trains for, from the controller's closed loop linearised at x_eq."""
+def target_shape(plant, controller, box=None, reference: dict | None = None,
+                 growth: float = 2.0) -> tuple[np.ndarray, float]:
+    """`(P, rate)`: the V the stage trains for, `{V ≤ 1}` its target region.
+
+    With `reference`, a certified region (the saturated LQR's, `lipnet.certify.roa.certify_region`), the target
+    is that ellipsoid grown to `growth` × its volume (within the box): a shape the method already proves for the
+    linear law, and a size that beats it. Otherwise the largest ellipsoid in the box that the controller's own
+    linearised loop contracts. `rate` is how fast the controller's linearisation contracts that V.
+    """
     from lipnet.certify.roa import linearisation, mlp_policy, region_box, shaped_lyapunov
 
     w = region_box(plant, box)
     a_cl = linearisation(plant, mlp_policy(controller))
     radius = float(np.max(np.abs(np.linalg.eigvals(a_cl))))
+    if reference and reference.get("certified") and reference.get("P") and reference.get("rho", 0) > 0:
+        P = np.asarray(reference["P"], dtype=np.float64)
+        rho_box = float(np.min(w**2 / np.diag(np.linalg.inv(P))))
+        P = P / min(float(reference["rho"]) * growth ** (2.0 / plant.n_x), rho_box)
+        L = np.linalg.cholesky(P)
+        M = np.linalg.solve(L, a_cl.T @ P @ a_cl) @ np.linalg.inv(L).T  # A_clᵀ P A_cl relative to P
+        rate = math.sqrt(max(float(np.linalg.eigvalsh(0.5 * (M + M.T))[-1]), 0.0))
+        return P, min(rate, 0.999)
     rate = radius + 0.9 * (1.0 - radius) if radius < 1 else 0.999
     P = shaped_lyapunov(a_cl, w, rate) if radius < 1 else None
     if P is None:  # an unstable or odd linearisation: the box's own inscribed ellipsoid
