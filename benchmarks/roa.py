@@ -3,13 +3,14 @@
 For each plant: `lipnet train` with the default configuration (one seed), then `region_certificates` (what
 `lipnet certify` runs) on the trained controller and on the plant's saturated LQR (same V family: quadratic from
 each loop's own linearisation, the LQR's proven shape offered to the controller too, same
-stated box: the plant's evaluation region), each with the same time budget. Rows: certified level ρ, certified
+stated box: the plant's evaluation region), with `lipnet certify`'s budgets (the controller 120 s up to 4 states,
+600 s above; the LQR half of it). Rows: certified level ρ, certified
 volume (share of the box), certification seconds, boxes, and the ratio of the two volumes. Prints a table and
 writes `benchmarks/results/roa.json`. The PVTOL-like plant is the built-in `pvtol?u_max=5`: python-control's
 `examples/pvtol-lqr.py` model linearised at hover (6 states, 2 inputs, its final Q and R), discretised at 0.05 s,
 with |u| ≤ 5 N added.
 
-    python benchmarks/roa.py                     # every plant (about 10 minutes on 2 cores)
+    python benchmarks/roa.py                     # every plant (about 25 minutes on one core)
     python benchmarks/roa.py --plants pendulum --seconds 30
 """
 

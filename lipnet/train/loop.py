@@ -409,7 +409,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
                 "steps": tc.roa_steps, "P": roa_state["P"].tolist(), "rate": roa_state["rate"],
                 "lqr_region": roa_state.get("lqr_region"),
                 "box": tc.roa_box or None, "violating_share_before": roa_state["before"],
-                "violating_share_after": _violation_share(roa_obj, controller, cfg.seed),
+                "violating_share_after": best["score"][0],  # the kept controller's, checked at its step
                 "note": "share of 4096 states in {V ≤ 1} where V(F(x)) ≥ V(x); `lipnet certify` proves the region"}
     return TrainResult(controller=controller, run_dir=run_dir, metrics=rows, summary=summary, plant=plant, lqr=lqr)
 

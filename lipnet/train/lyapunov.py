@@ -32,7 +32,6 @@ def target_shape(plant, controller, box=None, reference: dict | None = None,
 
     w = region_box(plant, box)
     a_cl = linearisation(plant, mlp_policy(controller))
-    radius = float(np.max(np.abs(np.linalg.eigvals(a_cl))))
     if reference and reference.get("certified") and reference.get("P") and reference.get("rho", 0) > 0:
         P = np.asarray(reference["P"], dtype=np.float64)
         rho_box = float(np.min(w**2 / np.diag(np.linalg.inv(P))))
@@ -41,6 +40,7 @@ def target_shape(plant, controller, box=None, reference: dict | None = None,
         M = np.linalg.solve(L, a_cl.T @ P @ a_cl) @ np.linalg.inv(L).T  # A_clᵀ P A_cl relative to P
         rate = math.sqrt(max(float(np.linalg.eigvalsh(0.5 * (M + M.T))[-1]), 0.0))
         return P, min(rate, 0.999)
+    radius = float(np.max(np.abs(np.linalg.eigvals(a_cl))))
     rate = radius + 0.9 * (1.0 - radius) if radius < 1 else 0.999
     P = shaped_lyapunov(a_cl, w, rate) if radius < 1 else None
     if P is None:  # an unstable or odd linearisation: the box's own inscribed ellipsoid
