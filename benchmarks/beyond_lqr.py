@@ -6,6 +6,12 @@ box, angles wrapped) and mean cost of the trained controller and of the saturate
 both stabilise, training wall time (2 cores, one torch thread) and the Lipschitz bound by construction. Medians
 over seeds. Prints a table and writes `benchmarks/results/beyond_lqr.json`.
 
+With `--optimum`, `opt/LQR both` is the reference no controller can beat: on the same shared starts, the cost of
+the best action sequence found per start (`open_loop_optimum`: L-BFGS over the whole evaluation horizon within the
+actuator limits, started from the saturated LQR's and from the controller's trajectories, the cheapest kept), over
+the saturated LQR's cost. A feedback policy's cost from a start is at least the optimum's, so a cost ratio below
+this column is out of reach. It is a local optimum, an estimate of the true optimum from above.
+
     python benchmarks/beyond_lqr.py                          # every task, 3 seeds (tens of minutes)
     python benchmarks/beyond_lqr.py --tasks "pendulum?task=swingup" --seeds 1
 """
@@ -19,34 +25,117 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import scipy.optimize
 import torch
 
+import plants
 from lipnet.train.config import RunConfig
 from lipnet.train.loop import train
+from plants.rollout import run_loop
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TASKS = ["pendulum?task=swingup", "cartpole?task=wide", "quadrotor2d?task=wide", "ballbeam?task=wide",
          "vanderpol?task=wide"]
 
 
-def run_one(spec: str, seed: int) -> dict:
+def _squash(plant, dtype=torch.float64):
+    """`h`, `h⁻¹`: a smooth bijection from ℝ onto the open actuator range (identity where a side is unlimited)."""
+    lo = torch.as_tensor(plant.u_low if plant.u_low is not None else np.full(plant.n_u, -np.inf), dtype=dtype)
+    hi = torch.as_tensor(plant.u_high if plant.u_high is not None else np.full(plant.n_u, np.inf), dtype=dtype)
+    limited = torch.isfinite(lo) & torch.isfinite(hi)
+    c = torch.where(limited, (hi + lo) / 2, 0.0)
+    r = torch.where(limited, (hi - lo) / 2, 1.0)
+
+    def h(w):
+        return torch.where(limited, c + r * torch.tanh((w - c) / r), w)
+
+    def h_inv(u):
+        return torch.where(limited, c + r * torch.atanh(((u - c) / r).clamp(-1 + 1e-9, 1 - 1e-9)), u)
+    return h, h_inv
+
+
+def open_loop_optimum(plant, lqr, x0: torch.Tensor, inits: list, P, iterations: int = 300) -> torch.Tensor:
+    """Per start, the cheapest action sequence found by L-BFGS from each of `inits` (closed-loop rollouts).
+
+    The actions are parametrised as `u_t = h(−K(x_t − x_eq) + v_t)`, `h` a smooth bijection onto the open actuator
+    range: every sequence inside the limits has exactly one `v`, so the optimum over `v` is the open-loop optimum,
+    but the LQR feedback keeps the long unstable rollouts well conditioned (plain open-loop L-BFGS-B stalls on
+    them) and no kink of a hard clip breaks the line search. Each init is reproduced exactly (to 1e-9 of the
+    limits) by its `v`. The starts are independent, so one joint problem over their summed cost solves all."""
+    lin = plants.LQRPolicy(lqr.K, plant.x_eq, plant.u_eq, clip=False, periodic=getattr(plant, "periodic", ()))
+    h, h_inv = _squash(plant)
+    T, N, m = inits[0].actions.shape
+
+    def cost(V):
+        def closed_loop(x, t):
+            u = h(lin(x) + V[t])
+            return plant.step(x, u), u
+        return run_loop(plant, closed_loop, x0, T, P).cost
+
+    def fun(z: np.ndarray):
+        V = torch.tensor(z.reshape(T, N, m), requires_grad=True)
+        total = torch.nan_to_num(cost(V), nan=1e12, posinf=1e12).sum()
+        total.backward()
+        return total.item(), V.grad.numpy().ravel().copy()
+
+    best = torch.full((N,), np.inf, dtype=torch.float64)
+    for roll in inits:
+        with torch.no_grad():
+            v0 = h_inv(roll.actions) - lin(roll.states[:-1].reshape(-1, plant.n_x)).reshape(T, N, m)
+        res = scipy.optimize.minimize(fun, v0.numpy().ravel(), jac=True, method="L-BFGS-B",
+                                      options={"maxiter": iterations})
+        with torch.no_grad():
+            found = torch.nan_to_num(cost(torch.as_tensor(res.x.reshape(T, N, m))), nan=np.inf)
+        best = torch.minimum(best, torch.minimum(found, torch.nan_to_num(roll.cost, nan=np.inf)))
+    return best
+
+
+def optimum_ratio(res, cfg: RunConfig) -> dict:
+    """The open-loop optimum over the saturated LQR's cost on the evaluation starts both controllers stabilise."""
+    plant, lqr, s = res.plant, res.lqr, res.summary
+    x0 = plant.sample_initial(cfg.train.eval_batch, "eval", generator=torch.Generator().manual_seed(cfg.seed + 1),
+                              dtype=torch.float64)
+    P = lqr.P if s.get("terminal") == "lqr" else None
+    controller = res.controller.double()
+    with torch.no_grad():
+        rl = plants.rollout(plant, lqr.policy, x0, horizon=plant.horizon, terminal=P)
+        rc = plants.rollout(plant, controller, x0, horizon=plant.horizon, terminal=P)
+    scale = torch.as_tensor(np.abs(np.asarray(plant.init_eval.scale, float))).clamp_min(1e-9)
+
+    def success(r):
+        return torch.isfinite(r.cost) & ((plant.deviation(r.states[-1]) / scale).norm(dim=-1) < 0.05)
+
+    both = success(rl) & success(rc)
+    if not both.any():
+        return {"optimum_ratio_both": None, "shared_starts": 0}
+    t0 = time.perf_counter()
+    i = both.nonzero().squeeze(1)
+    inits = [plants.Rollout(states=r.states[:, i], actions=r.actions[:, i], cost=r.cost[i]) for r in (rl, rc)]
+    opt = open_loop_optimum(plant, lqr, x0[i], inits, P)
+    return {"optimum_ratio_both": float(opt.mean() / rl.cost[i].mean()), "shared_starts": int(i.numel()),
+            "optimum_seconds": time.perf_counter() - t0}
+
+
+def run_one(spec: str, seed: int, optimum: bool = False) -> dict:
     cfg = RunConfig(plant=spec, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         res = train(cfg, Path(tmp) / "run", progress=False, log=lambda *a: None)
         seconds = time.perf_counter() - t0
     s, ev = res.summary, res.summary["evaluation"]
+    extra = optimum_ratio(res, cfg) if optimum else {}
     return {"task": spec, "seed": seed, "seconds": seconds, "success": ev["success_rate"],
             "lqr_success": ev["lqr_policy_success_rate"], "cost": ev["cost"], "lqr_cost": ev["lqr_policy_cost"],
             "cost_ratio_both": ev["cost_ratio_to_lqr_policy_both_stabilised"],
             "cost_ratio_to_lqr_policy": ev["cost_ratio_to_lqr_policy"], "expert": s.get("expert"),
             "lipschitz": s["lipschitz_bound_by_construction"], "moved_from_warm_start": s.get("moved_from_warm_start"),
             "restored_best_step": s.get("restored_best_step"),
-            "equilibrium_gain_error": s.get("equilibrium_gain_error"), "stopped": s.get("stopped")}
+            "equilibrium_gain_error": s.get("equilibrium_gain_error"), "stopped": s.get("stopped"), **extra}
 
 
 def _median(rows: list[dict], key: str):
-    vals = [r[key] for r in rows if r[key] is not None]
+    vals = [r[key] for r in rows if r.get(key) is not None]
     return statistics.median(vals) if vals else None
 
 
@@ -59,27 +148,30 @@ def main() -> None:
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated plant specs (; inside a spec: none)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed … first-seed + seeds − 1")
+    ap.add_argument("--optimum", action="store_true",
+                    help="also the open-loop optimum on the shared starts (minutes per run on 6 states)")
     ap.add_argument("--tag", default="", help="suffix of the results file")
     args = ap.parse_args()
     torch.set_num_threads(1)
     rows = []
     for spec in [t for t in args.tasks.split(",") if t]:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
-            row = run_one(spec, seed)
+            row = run_one(spec, seed, optimum=args.optimum)
             rows.append(row)
             print(f"  {spec} seed {seed}: success {row['success']:.1%} (LQR {row['lqr_success']:.1%}), "
                   f"{row['seconds']:.0f} s", flush=True)
     table = []
     header = (f"{'task':<28}{'LQR success':>12}{'LQR cost':>10}{'lipnet success':>15}{'lipnet cost':>12}"
-              f"{'cost/LQR both':>14}{'train s':>9}{'Lip bound':>11}")
+              f"{'cost/LQR both':>14}{'opt/LQR both':>13}{'train s':>9}{'Lip bound':>11}")
     print(header)
     for spec in dict.fromkeys(r["task"] for r in rows):
         sub = [r for r in rows if r["task"] == spec]
         med = {k: _median(sub, k) for k in ("lqr_success", "lqr_cost", "success", "cost", "cost_ratio_both",
-                                            "seconds", "lipschitz")}
+                                            "optimum_ratio_both", "seconds", "lipschitz")}
         table.append({"task": spec, "seeds": len(sub), **med})
         print(f"{spec:<28}{_fmt(med['lqr_success'], '.1%'):>12}{_fmt(med['lqr_cost']):>10}"
               f"{_fmt(med['success'], '.1%'):>15}{_fmt(med['cost']):>12}{_fmt(med['cost_ratio_both'], '.3f'):>14}"
+              f"{_fmt(med['optimum_ratio_both'], '.3f'):>13}"
               f"{_fmt(med['seconds'], '.0f'):>9}{_fmt(med['lipschitz'], '.4g'):>11}")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"beyond_lqr{('-' + args.tag) if args.tag else ''}.json"
