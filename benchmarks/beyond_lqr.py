@@ -7,10 +7,11 @@ both stabilise, training wall time (2 cores, one torch thread) and the Lipschitz
 over seeds. Prints a table and writes `benchmarks/results/beyond_lqr.json`.
 
 With `--optimum`, `opt/LQR both` is the reference no controller can beat: on the same shared starts, the cost of
-the best action sequence found per start (`open_loop_optimum`: L-BFGS over the whole evaluation horizon within the
-actuator limits, started from the saturated LQR's and from the controller's trajectories, the cheapest kept), over
-the saturated LQR's cost. A feedback policy's cost from a start is at least the optimum's, so a cost ratio below
-this column is out of reach. It is a local optimum, an estimate of the true optimum from above.
+the best action sequence found per start (`lipnet.train.expert.trajectory_optimum`: L-BFGS over the whole
+evaluation horizon within the actuator limits, started from the saturated LQR's and from the controller's
+trajectories, the cheapest kept), over the saturated LQR's cost. A feedback policy's cost from a start is at least
+the optimum's, so a cost ratio below this column is out of reach. It is a local optimum, an estimate of the true
+optimum from above.
 
     python benchmarks/beyond_lqr.py                          # every task, 3 seeds (tens of minutes)
     python benchmarks/beyond_lqr.py --tasks "pendulum?task=swingup" --seeds 1
@@ -26,69 +27,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.optimize
 import torch
 
 import plants
 from lipnet.train.config import RunConfig
+from lipnet.train.expert import trajectory_optimum
 from lipnet.train.loop import train
-from plants.rollout import run_loop
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TASKS = ["pendulum?task=swingup", "cartpole?task=wide", "quadrotor2d?task=wide", "ballbeam?task=wide",
          "vanderpol?task=wide"]
-
-
-def _squash(plant, dtype=torch.float64):
-    """`h`, `h⁻¹`: a smooth bijection from ℝ onto the open actuator range (identity where a side is unlimited)."""
-    lo = torch.as_tensor(plant.u_low if plant.u_low is not None else np.full(plant.n_u, -np.inf), dtype=dtype)
-    hi = torch.as_tensor(plant.u_high if plant.u_high is not None else np.full(plant.n_u, np.inf), dtype=dtype)
-    limited = torch.isfinite(lo) & torch.isfinite(hi)
-    c = torch.where(limited, (hi + lo) / 2, 0.0)
-    r = torch.where(limited, (hi - lo) / 2, 1.0)
-
-    def h(w):
-        return torch.where(limited, c + r * torch.tanh((w - c) / r), w)
-
-    def h_inv(u):
-        return torch.where(limited, c + r * torch.atanh(((u - c) / r).clamp(-1 + 1e-9, 1 - 1e-9)), u)
-    return h, h_inv
-
-
-def open_loop_optimum(plant, lqr, x0: torch.Tensor, inits: list, P, iterations: int = 300) -> torch.Tensor:
-    """Per start, the cheapest action sequence found by L-BFGS from each of `inits` (closed-loop rollouts).
-
-    The actions are parametrised as `u_t = h(−K(x_t − x_eq) + v_t)`, `h` a smooth bijection onto the open actuator
-    range: every sequence inside the limits has exactly one `v`, so the optimum over `v` is the open-loop optimum,
-    but the LQR feedback keeps the long unstable rollouts well conditioned (plain open-loop L-BFGS-B stalls on
-    them) and no kink of a hard clip breaks the line search. Each init is reproduced exactly (to 1e-9 of the
-    limits) by its `v`. The starts are independent, so one joint problem over their summed cost solves all."""
-    lin = plants.LQRPolicy(lqr.K, plant.x_eq, plant.u_eq, clip=False, periodic=getattr(plant, "periodic", ()))
-    h, h_inv = _squash(plant)
-    T, N, m = inits[0].actions.shape
-
-    def cost(V):
-        def closed_loop(x, t):
-            u = h(lin(x) + V[t])
-            return plant.step(x, u), u
-        return run_loop(plant, closed_loop, x0, T, P).cost
-
-    def fun(z: np.ndarray):
-        V = torch.tensor(z.reshape(T, N, m), requires_grad=True)
-        total = torch.nan_to_num(cost(V), nan=1e12, posinf=1e12).sum()
-        total.backward()
-        return total.item(), V.grad.numpy().ravel().copy()
-
-    best = torch.full((N,), np.inf, dtype=torch.float64)
-    for roll in inits:
-        with torch.no_grad():
-            v0 = h_inv(roll.actions) - lin(roll.states[:-1].reshape(-1, plant.n_x)).reshape(T, N, m)
-        res = scipy.optimize.minimize(fun, v0.numpy().ravel(), jac=True, method="L-BFGS-B",
-                                      options={"maxiter": iterations})
-        with torch.no_grad():
-            found = torch.nan_to_num(cost(torch.as_tensor(res.x.reshape(T, N, m))), nan=np.inf)
-        best = torch.minimum(best, torch.minimum(found, torch.nan_to_num(roll.cost, nan=np.inf)))
-    return best
 
 
 def optimum_ratio(res, cfg: RunConfig) -> dict:
@@ -112,7 +60,7 @@ def optimum_ratio(res, cfg: RunConfig) -> dict:
     t0 = time.perf_counter()
     i = both.nonzero().squeeze(1)
     inits = [plants.Rollout(states=r.states[:, i], actions=r.actions[:, i], cost=r.cost[i]) for r in (rl, rc)]
-    opt = open_loop_optimum(plant, lqr, x0[i], inits, P)
+    opt = trajectory_optimum(plant, lqr, x0[i], inits, P).cost
     return {"optimum_ratio_both": float(opt.mean() / rl.cost[i].mean()), "shared_starts": int(i.numel()),
             "optimum_seconds": time.perf_counter() - t0}
 

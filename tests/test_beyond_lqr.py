@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import plants
 from lipnet.train.config import RunConfig
-from lipnet.train.expert import MPCExpert
+from lipnet.train.expert import MPCExpert, trajectory_optimum
 from lipnet.train.loop import Evaluator, _choose_expert, train
 from plants.errors import PlantSpecError
 
@@ -87,6 +87,26 @@ def test_mpc_expert_swings_the_pendulum_up_where_the_saturated_lqr_cannot():
     assert ev.lqr_success.float().mean() < 0.5  # which the saturated LQR does not manage from these starts
 
 
+def test_trajectory_optimum_beats_the_saturated_lqr_and_its_rollouts_are_real():
+    """The benchmark's optimum reference: never worse than its start, strictly better where the saturated LQR
+    loses (a quadrotor from a wide start), inside the actuator limits, and its cost is that of its own actions."""
+    p = plants.load("quadrotor2d?task=wide&horizon=60")
+    lqr = plants.lqr(p)
+    x0 = p.sample_initial(6, "eval", generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    with torch.no_grad():
+        init = plants.rollout(p, lqr.policy, x0, horizon=p.horizon)
+    best = trajectory_optimum(p, lqr, x0, [init], iterations=60)
+    finite = torch.isfinite(init.cost)
+    assert (best.cost[finite] <= init.cost[finite] * (1 + 1e-12)).all()
+    assert best.cost[finite].sum() < 0.99 * init.cost[finite].sum()
+    lo, hi = torch.as_tensor(p.u_low), torch.as_tensor(p.u_high)
+    assert ((best.actions >= lo - 1e-12) & (best.actions <= hi + 1e-12)).all()
+    acts = best.actions
+    with torch.no_grad():
+        replay = plants.rollout(p, lambda x, _t=iter(range(p.horizon)): acts[next(_t)], x0, horizon=p.horizon)
+    torch.testing.assert_close(replay.cost, best.cost, rtol=1e-9, atol=1e-9)
+
+
 def test_training_report_has_both_success_rates(tmp_path):
     cfg = RunConfig(plant="double_integrator")
     cfg.train.steps, cfg.train.batch, cfg.train.eval_batch, cfg.controller.hidden = 3, 8, 16, [4]
@@ -152,7 +172,7 @@ def test_config_toml_records_the_resolved_choices_and_reproduces_the_run(tmp_pat
 
 def test_dagger_relabels_visited_states_and_resumes_exactly(tmp_path):
     import plants
-    from lipnet.train.expert import MPCExpert
+    from lipnet.train.expert import MPCExpert, trajectory_optimum
 
     plant = plants.load("pendulum?task=swingup")
     lqr = plants.lqr(plant)

@@ -19,9 +19,13 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.optimize
 import torch
 
-__all__ = ["MPCExpert", "Demonstrations"]
+import plants
+from plants.rollout import Rollout, run_loop
+
+__all__ = ["MPCExpert", "Demonstrations", "trajectory_optimum"]
 
 
 @dataclass
@@ -133,3 +137,65 @@ class MPCExpert:
             x = plant.step(x, u)
             U = torch.cat([U[:, 1:], U[:, -1:]], dim=1)  # warm start: shift the plan by one step
         return Demonstrations(torch.stack(xs), torch.stack(us), x)
+
+
+def _squash(plant, dtype=torch.float64):
+    """`h`, `h⁻¹`: a smooth bijection from ℝ onto the open actuator range (identity where a side is unlimited)."""
+    lo = torch.as_tensor(plant.u_low if plant.u_low is not None else np.full(plant.n_u, -np.inf), dtype=dtype)
+    hi = torch.as_tensor(plant.u_high if plant.u_high is not None else np.full(plant.n_u, np.inf), dtype=dtype)
+    limited = torch.isfinite(lo) & torch.isfinite(hi)
+    c = torch.where(limited, (hi + lo) / 2, 0.0)
+    r = torch.where(limited, (hi - lo) / 2, 1.0)
+
+    def h(w):
+        return torch.where(limited, c + r * torch.tanh((w - c) / r), w)
+
+    def h_inv(u):
+        return torch.where(limited, c + r * torch.atanh(((u - c) / r).clamp(-1 + 1e-9, 1 - 1e-9)), u)
+    return h, h_inv
+
+
+def trajectory_optimum(plant, lqr, x0: torch.Tensor, inits: list[Rollout], P=None, iterations: int = 300) -> Rollout:
+    """Per start, the cheapest action sequence L-BFGS finds from each of `inits` (rollouts from `x0`), in float64.
+
+    The actions are parametrised as `u_t = h(−K(x_t − x_eq) + v_t)`, `h` a smooth bijection onto the open actuator
+    range: every sequence inside the limits has exactly one `v`, so the optimum over `v` is the open-loop optimum,
+    but the LQR feedback keeps long unstable rollouts well conditioned (plain open-loop L-BFGS-B stalls on them)
+    and no kink of a hard clip breaks the line search. Each init is reproduced (to 1e-9 of the limits) by its `v`,
+    and kept per start where the search did not improve on it. The starts are independent, so one joint problem
+    over their summed cost solves all. Returns the kept rollouts (`states`, `actions`, `cost`)."""
+    x0 = x0.double()
+    lin = plants.LQRPolicy(lqr.K, plant.x_eq, plant.u_eq, clip=False, periodic=getattr(plant, "periodic", ()))
+    h, h_inv = _squash(plant)
+    T, N, m = inits[0].actions.shape
+
+    def run(V):
+        def closed_loop(x, t):
+            u = h(lin(x) + V[t])
+            return plant.step(x, u), u
+        return run_loop(plant, closed_loop, x0, T, P)
+
+    def fun(z: np.ndarray):
+        V = torch.tensor(z.reshape(T, N, m), requires_grad=True)
+        total = torch.nan_to_num(run(V).cost, nan=1e12, posinf=1e12).sum()
+        total.backward()
+        return total.item(), V.grad.numpy().ravel().copy()
+
+    best = None
+    for roll in inits:
+        with torch.no_grad():
+            v0 = h_inv(roll.actions.double()) - lin(roll.states[:-1].double().reshape(-1, plant.n_x)).reshape(T, N, m)
+        res = scipy.optimize.minimize(fun, v0.numpy().ravel(), jac=True, method="L-BFGS-B",
+                                      options={"maxiter": iterations})
+        with torch.no_grad():
+            found = run(torch.as_tensor(res.x.reshape(T, N, m)))
+        for cand in (Rollout(roll.states.double(), roll.actions.double(), roll.cost.double()), found):
+            cost = torch.nan_to_num(cand.cost, nan=math.inf)
+            if best is None:
+                best = Rollout(cand.states.clone(), cand.actions.clone(), cost)
+                continue
+            take = cost < best.cost
+            best = Rollout(torch.where(take[None, :, None], cand.states, best.states),
+                           torch.where(take[None, :, None], cand.actions, best.actions),
+                           torch.where(take, cost, best.cost))
+    return best
