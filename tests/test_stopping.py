@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from lipnet.train.stopping import PATIENCE, plateau
+from lipnet.train.stopping import PATIENCE, STALE_STEPS, plateau, stale
 
 
 def _rows(values, every=25, start=0):
@@ -37,6 +37,17 @@ def test_never_stops_before_the_minimum_and_ignores_the_previous_phase():
     assert plateau(_rows(flat), phase_start=0) is None
     assert plateau(_rows([1.0] * 20), phase_start=400) is None  # every row belongs to an earlier phase
     assert plateau(_rows([1.0] * 20), phase_start=0) is not None
+
+
+def test_a_phase_that_keeps_its_best_stops_once_the_best_is_stale():
+    start = 1500
+    assert stale(start, start + STALE_STEPS - 1, start) is None
+    reason = stale(start, start + STALE_STEPS, start)
+    assert reason and f"step {start}" in reason
+    recent = start + 400  # a new best restarts the count
+    assert stale(recent, recent + STALE_STEPS - 1, start) is None
+    assert stale(recent, recent + STALE_STEPS, start) is not None
+    assert stale(0, start + STALE_STEPS - 1, start) is None  # a best from before the phase counts from its start
 
 
 def test_training_stops_on_the_plateau_and_says_why(tmp_path):
