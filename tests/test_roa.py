@@ -272,6 +272,12 @@ def test_train_roa_stage_runs_last_records_itself_and_resumes(tmp_path):
     assert stage["steps"] == 4 and 0 <= stage["violating_share_after"] <= 1 and len(stage["P"]) == 2
     assert stage["violating_share_after"] <= stage["violating_share_before"]  # the stage keeps its best
     assert stage["lqr_region"]["certified"] and stage["lqr_region"]["volume_share"] > 0  # the target it grew
+    import plants
+    from lipnet.certify.roa import default_seconds, region_certificates
+    from lipnet.train.checkpoint import load_controller
+    plant = plants.load("pendulum")
+    reported = region_certificates(load_controller(run), plant, seconds=default_seconds(2))["region_lqr"]
+    assert reported["rho"] == stage["lqr_region"]["rho"]  # `certify`'s LQR region by default: one region, no twin
     assert "roa_steps = 4" in (run / "config.toml").read_text()
     # stopped inside the stage and resumed: the same controller as the uninterrupted run
     cfg = RunConfig(plant="pendulum")
@@ -331,3 +337,45 @@ def test_roa_target_grows_the_lqr_region_to_twice_its_volume_within_the_box():
     # an uncertified reference is ignored
     P_own, _ = target_shape(plant, ctl, reference={"certified": False, "P": P_ref.tolist(), "rho": 1.0})
     assert np.allclose(P_own, target_shape(plant, ctl)[0])
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.sampled_from(["relu", "tanh"]), st.sampled_from(["clip", "tanh", "none"]), st.booleans(),
+       st.integers(0, 10**6), st.floats(0.01, 1.0))
+def test_network_enclosures_contain_every_sampled_value_and_jacobian(act, sat, periodic, seed, width):
+    """The centred-form Jacobian and the mean-value output enclosure are sound: autograd at sampled points of
+    each box lies inside them (and they are no wider than the plain interval pass)."""
+    from lipnet.certify.empirical import network_forward
+    from lipnet.certify.roa import _mlp_dual, _mlp_pass
+
+    rng = np.random.default_rng(seed)
+    n, m, h = 3, 2, 24
+    sizes = [n + (1 if periodic else 0), h, h, m]
+    ws = [rng.standard_normal((sizes[i + 1], sizes[i])) / math.sqrt(sizes[i]) for i in range(3)]
+    bs = [0.3 * rng.standard_normal(sizes[i + 1]) for i in range(3)]
+    net = MLP(ws, bs, activation=act, u_low=-np.ones(m), u_high=np.ones(m), saturation=sat,
+              periodic=(1,) if periodic else ())
+    c = rng.uniform(-1, 1, (5, n))
+    r = width * rng.uniform(0.2, 1.0, (5, n))
+    box = iv.variable(c - r, c + r)
+    out, plain = _mlp_dual(net, box), _mlp_pass(net, box, None)
+    assert (out.jhi - out.jlo <= plain.jhi - plain.jlo + 1e-12).all()
+    x = torch.as_tensor(c[:, None] + r[:, None] * rng.uniform(-1, 1, (5, 200, n)), dtype=torch.float64)
+    jac = torch.func.vmap(torch.func.jacrev(lambda z: network_forward(net, z[None], saturate=True)[0]))(
+        x.reshape(-1, n)).reshape(5, 200, m, n).numpy()
+    val = network_forward(net, x.reshape(-1, n), saturate=True).reshape(5, 200, m).detach().numpy()
+    assert (jac >= out.jlo[:, None] - 1e-12).all() and (jac <= out.jhi[:, None] + 1e-12).all()
+    assert (val >= out.lo[:, None] - 1e-12).all() and (val <= out.hi[:, None] + 1e-12).all()
+
+
+def test_centred_jacobian_is_tighter_than_interval_products_on_a_wide_network():
+    from lipnet.certify.roa import _mlp_dual, _mlp_pass
+
+    rng = np.random.default_rng(0)
+    n, h = 6, 64
+    ws = [rng.standard_normal((h, n)) / math.sqrt(n), rng.standard_normal((h, h)) / math.sqrt(h),
+          rng.standard_normal((2, h)) / math.sqrt(h)]
+    net = MLP(ws, [np.zeros(h), np.zeros(h), np.zeros(2)], activation="tanh")
+    box = iv.variable(np.full((1, n), -0.05), np.full((1, n), 0.05))
+    tight, plain = _mlp_dual(net, box), _mlp_pass(net, box, None)
+    assert np.max(tight.jhi - tight.jlo) < 0.5 * np.max(plain.jhi - plain.jlo)

@@ -38,7 +38,7 @@ from .intervals import Dual, Uncertifiable, variable
 from .network import MLP, mlp_of
 
 __all__ = ["Policy", "linearisation", "mlp_policy", "linear_policy", "lqr_policy", "certify_region", "region_box",
-           "sampled_region", "NoEquilibrium", "default_seconds"]
+           "sampled_region", "NoEquilibrium", "default_seconds", "lqr_region"]
 
 EPS = float(np.finfo(np.float64).eps)
 # Contraction rates of the shaped V, as fractions of the way from ρ(A_cl) to 1: fastest (most margin) first.
@@ -65,17 +65,70 @@ class Policy:
 def _mlp_dual(net: MLP, x: Dual) -> Dual:
     """The network on interval enclosures; for the state box itself (identity Jacobian), every pre-activation is
     also enclosed by its mean-value form `z(c) + J_z (x − c)` and the two are intersected: interval propagation
-    alone loses the correlation between neurons and gives σ' intervals far wider than the box warrants."""
+    alone loses the correlation between neurons and gives σ' intervals far wider than the box warrants. The
+    output's Jacobian is then also enclosed in centred form (`_centred_jacobian`) and its value by the mean-value
+    form with that Jacobian, each intersected with the plain enclosure."""
     eye = np.broadcast_to(np.eye(x.n), x.jlo.shape) if x.jlo.shape[-2:] == (x.n, x.n) else None
     if eye is None or not (np.array_equal(x.jlo, eye) and np.array_equal(x.jhi, eye)) or np.all(x.lo == x.hi):
         return _mlp_pass(net, x, None)
     c = x.mid
     centre = {}
-    _mlp_pass(net, variable(c, c), centre)  # enclosures of every pre-activation at the centres
-    return _mlp_pass(net, x, centre, radius=0.5 * (x.hi - x.lo) * (1 + 4 * EPS) + EPS * np.abs(c))
+    at_c = _mlp_pass(net, variable(c, c), centre)  # enclosures of every pre-activation at the centres
+    radius = 0.5 * (x.hi - x.lo) * (1 + 4 * EPS) + EPS * np.abs(c)
+    factors: list = []
+    out = _mlp_pass(net, x, centre, radius=radius, factors=factors)
+    if not factors:  # an activation without a diagonal derivative (groupsort): the plain enclosure
+        return out
+    jlo, jhi = _centred_jacobian(factors, out.jlo.shape)
+    jlo, jhi = np.maximum(out.jlo, jlo), np.minimum(out.jhi, jhi)
+    spread = np.einsum("...kj,...j->...k", np.maximum(np.abs(jlo), np.abs(jhi)), radius) * (1 + 1e-12) + 1e-300
+    return Dual(np.maximum(out.lo, at_c.lo - spread), np.minimum(out.hi, at_c.hi + spread), jlo, jhi)
 
 
-def _mlp_pass(net: MLP, x: Dual, centre: dict | None, radius=None) -> Dual:
+def _centred_jacobian(factors: list, shape) -> tuple[np.ndarray, np.ndarray]:
+    """A centred-form enclosure of the network's Jacobian `J(x) = A_L(x) ⋯ A_1(x)` on a box.
+
+    `factors` are, input to output, `("point", W)` or `("interval", mid, rad, j_in)`: an x-dependent factor
+    `A_k ∈ mid ± rad` (a diagonal σ' or the periodic features' Jacobian) and `j_in`, a bound on `|A_{k−1} ⋯ A_1|`
+    over the box (the propagated Jacobian entering it). The telescoping identity
+    `Π A_k − Π mid_k = Σ_k (Π_{j>k} mid_j)(A_k − mid_k)(Π_{j<k} A_j)` gives `|J − J_c| ≤ Σ_k |Π_{j>k} mid_j| rad_k
+    j_in_k`: the point products of the centre factors keep the cancellations that interval products of `|W|`
+    lose (a ‖·‖-sized rather than a `|W|`-sized spread; PVTOL's local contraction needs it). Rounding: the point
+    products are widened by 1e-10 of the product of the factors' magnitudes, far above the float64 error."""
+    B, m, n = shape[:-2], shape[-2], shape[-1]
+    L = np.broadcast_to(np.eye(m), B + (m, m)).copy()
+    mag = L.copy()  # Π |A_j| over the factors passed: bounds every product's rounding
+    R = np.zeros(B + (m, n))
+    for f in reversed(factors):
+        if f[0] == "point":
+            L, mag = L @ f[1], mag @ np.abs(f[1])
+            continue
+        _, mid, rad, j_in = f
+        if mid.ndim == j_in.ndim - 1:  # a diagonal factor, stored as its diagonal
+            R = R + (np.abs(L) * rad[..., None, :]) @ j_in
+            L, mag = L * mid[..., None, :], mag * (np.abs(mid) + rad)[..., None, :]
+        else:
+            R = R + (np.abs(L) @ rad) @ j_in
+            L, mag = L @ mid, mag @ (np.abs(mid) + rad)
+    R = R * (1 + 1e-10) + 1e-10 * mag + 1e-300
+    return L - R, L + R
+
+
+def _derivative(fn, pre: Dual) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and radius of the elementwise derivative of `fn` over `pre`'s value intervals (by `fn`'s own rule)."""
+    ones = np.ones(pre.lo.shape + (1,))
+    d = fn(Dual(pre.lo, pre.hi, ones, ones))
+    dlo, dhi = d.jlo[..., 0], d.jhi[..., 0]
+    return 0.5 * (dlo + dhi), 0.5 * (dhi - dlo) * (1 + 4 * EPS) + EPS * np.abs(0.5 * (dlo + dhi)) + 1e-300
+
+
+def _jabs(d: Dual) -> np.ndarray:
+    return np.maximum(np.abs(d.jlo), np.abs(d.jhi))
+
+
+def _mlp_pass(net: MLP, x: Dual, centre: dict | None, radius=None, factors: list | None = None) -> Dual:
+    """One interval pass of the network; with `factors`, also the Jacobian's factors for `_centred_jacobian`
+    (left empty where an activation has no diagonal derivative)."""
     record = centre is not None and radius is None
     if net.periodic:
         cols = list(x.unbind(-1))
@@ -85,11 +138,17 @@ def _mlp_pass(net: MLP, x: Dual, centre: dict | None, radius=None) -> Dual:
             cols[p] = iv.sin(d)
             cos_feats.append(iv.cos(d) - 1.0)
         h = iv._stack(cols + cos_feats, -1)
+        if factors is not None:  # the features' Jacobian: an interval matrix entered by the identity
+            mid = 0.5 * (h.jlo + h.jhi)
+            factors.append(("interval", mid, 0.5 * (h.jhi - h.jlo) * (1 + 4 * EPS) + EPS * np.abs(mid) + 1e-300,
+                            np.broadcast_to(np.eye(x.n), x.jlo.shape)))
     else:
         h = x
     last = len(net.weights) - 1
     for i, (w, b) in enumerate(zip(net.weights, net.biases, strict=True)):
         h = iv._linear(h, w, b)
+        if factors is not None:
+            factors.append(("point", np.asarray(w, dtype=np.float64)))
         if record:
             centre[i] = (h.lo, h.hi)
         elif centre is not None:  # intersect with the mean-value enclosure around the centre
@@ -99,18 +158,26 @@ def _mlp_pass(net: MLP, x: Dual, centre: dict | None, radius=None) -> Dual:
             h = Dual(np.maximum(h.lo, clo - spread), np.minimum(h.hi, chi + spread), h.jlo, h.jhi)
         if i == last:
             break
-        if net.activation == "relu":
-            h = iv.relu(h)
-        elif net.activation == "tanh":
-            h = iv.tanh(h)
+        if net.activation in ("relu", "tanh"):
+            act = iv.relu if net.activation == "relu" else iv.tanh
+            if factors is not None:
+                factors.append(("interval", *_derivative(act, h), _jabs(h)))
+            h = act(h)
         elif net.activation == "groupsort":
+            if factors is not None:
+                factors.clear()
+                factors = None
             a, b2 = h[..., 0::2], h[..., 1::2]
             h = iv._stack((iv.maximum(a, b2), iv.minimum(a, b2)), -1)
             h = h.reshape(h.shape[:-2] + (h.shape[-2] * 2,))
         else:
             raise Uncertifiable(f"cannot certify: activation {net.activation!r} has no interval rule "
                                 "(supported: relu, tanh, groupsort)")
-    return _saturate_dual(h, net.u_low, net.u_high, net.saturation if net.saturated else "none")
+    kind = net.saturation if net.saturated else "none"
+    if factors is not None and kind != "none" and net.u_low is not None and net.u_high is not None:
+        factors.append(("interval", *_derivative(lambda v: _saturate_dual(v, net.u_low, net.u_high, kind), h),
+                        _jabs(h)))
+    return _saturate_dual(h, net.u_low, net.u_high, kind)
 
 
 def _saturate_dual(v: Dual, lo, hi, kind: str) -> Dual:
@@ -592,6 +659,13 @@ def default_seconds(n_x: int) -> float:
     return 120.0 if n_x <= 4 else 600.0
 
 
+def lqr_region(plant, lqr=None, box=None, seconds: float | None = None) -> dict:
+    """The saturated LQR's certified region, with the share of the budget `region_certificates` gives it (half of
+    `default_seconds(n_x)` by default): the one region `certify` reports and `train --roa` aims beyond."""
+    seconds = default_seconds(plant.n_x) / 2 if seconds is None else float(seconds)
+    return certify_region(plant, lqr_policy(plant, lqr), box=box, seconds=seconds)
+
+
 def region_certificates(controller, plant, seconds: float | None = None, box=None, claim: dict | None = None,
                         lqr: bool = True) -> dict:
     """`{"region": ..., "region_lqr": ...}` for `certificate.json`'s closed loop: the controller's certified region
@@ -608,6 +682,7 @@ def region_certificates(controller, plant, seconds: float | None = None, box=Non
     pols = [("region", mlp_policy(controller))]
     if lqr and claim is None:  # the LQR first: its proven shape is one more candidate for the controller's V
         pols.insert(0, ("region_lqr", lqr_policy(plant)))
+    # the linear law is ~2.5× cheaper per box or more: half the budget closes what it can prove (as lqr_region)
     for key, pol in pols:
         try:
             if claim is not None:
@@ -616,9 +691,10 @@ def region_certificates(controller, plant, seconds: float | None = None, box=Non
                 ref = out.get("region_lqr") or {}
                 offered = ([{"P": ref["P"], "rho": ref["rho"]}] if key == "region" and ref.get("certified")
                            and ref.get("P") else None)
-                # the linear law is ~2.5× cheaper per box or more: half the budget closes what it can prove
-                budget = seconds / 2 if key == "region_lqr" else seconds
-                out[key] = certify_region(plant, pol, box=box, seconds=budget, also_try=offered)
+                if key == "region_lqr":
+                    out[key] = lqr_region(plant, box=box, seconds=seconds / 2)
+                else:
+                    out[key] = certify_region(plant, pol, box=box, seconds=seconds, also_try=offered)
         except Uncertifiable as exc:
             try:
                 out[key] = sampled_region(plant, pol, box=box) | {"reason": str(exc)}

@@ -29,7 +29,7 @@ from lipnet.train.lyapunov import LyapunovObjective, target_shape
 from lipnet.train.objectives import DemoImitation, LocalGain, make_objective
 from lipnet.train.plan import build_controller, plan_controller
 from lipnet.train.rundir import CONFIG, METRICS, TRAIN_STATE, check_run_dir, prepare_run_dir
-from lipnet.train.stopping import AUTO_ROLLOUT_STEPS_MPC, AUTO_STEPS, plateau
+from lipnet.train.stopping import AUTO_ROLLOUT_STEPS_MPC, AUTO_STEPS, plateau, stale
 
 __all__ = ["train", "TrainResult", "Evaluator"]
 
@@ -355,6 +355,8 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
         failure = _failing(rows)
         if step + 1 < total_main and tc.stop == "plateau":  # the main phase may end early (stopping.py)
             reason = plateau(rows, phase_start=n_warm if n_warm < total_main else 0)
+            if reason is None and validator is not None and best["state"] is not None:
+                reason = stale(best["step"], step + 1, n_warm)
             if reason is None and tc.max_seconds and time.perf_counter() - t_call > tc.max_seconds:
                 reason = f"wall-clock cap: {tc.max_seconds:g} s of training in this call (--max-seconds)"
             if reason is not None:
@@ -488,18 +490,14 @@ def _dagger_round(plant, controller, expert, starts: torch.Tensor, every: int = 
     return xs, expert.label(xs)
 
 
-# Seconds for certifying the saturated LQR's region, the --roa stage's reference (4-state plants: 15-30 s).
-ROA_REFERENCE_SECONDS = 60.0
-
-
 def _lqr_region(plant, lqr, box, log) -> dict | None:
     """The saturated LQR's certified region (the --roa stage's reference), or None where none can be proven."""
     from lipnet.certify.intervals import Uncertifiable
-    from lipnet.certify.roa import NoEquilibrium, certify_region, lqr_policy
+    from lipnet.certify.roa import NoEquilibrium, lqr_region
 
     t = time.perf_counter()
-    try:
-        region = certify_region(plant, lqr_policy(plant, lqr), box=box, seconds=ROA_REFERENCE_SECONDS)
+    try:  # the same region and budget as `certify` reports for the LQR (roa.lqr_region)
+        region = lqr_region(plant, lqr, box=box)
     except (Uncertifiable, NoEquilibrium) as exc:
         log(f"--roa: no certified region of the saturated LQR to grow ({exc}); the target is the controller's own")
         return None
