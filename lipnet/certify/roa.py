@@ -47,6 +47,10 @@ SHAPE_RATES = (0.5, 0.9, 0.97)
 # needs ~2.5× the linear law's time per box (ball-beam: the LQR's region in 28 s and 375k boxes, the controller's
 # verification of the same region 71 s).
 OFFERED_SHARE = 0.75
+# Open boxes the branch-and-bound may hold at once (~0.35 kB each: ~350 MB): the memory guard. The time budget is
+# what ends a search otherwise (PVTOL's network needs 2.1M boxes to prove the LQR's region; a fixed 400k cap
+# stopped it at 2·10⁻⁴ of that volume).
+MAX_PENDING = 1_000_000
 
 
 class NoEquilibrium(CertificationError):
@@ -315,13 +319,14 @@ class _Closure:
     def dv_upper(self, c: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`(upper bound of ΔV on each box, per-dimension contribution used to choose the split)`."""
         n = c.shape[0]
-        lo = np.concatenate([c - r, c])
-        hi = np.concatenate([c + r, c])
-        out = _step(self.plant, self.policy, variable(lo, hi))
+        out = _step(self.plant, self.policy, variable(c - r, c + r))
+        # The centres need values only: a Jacobian with no columns halves the cost of the whole evaluation.
+        no_jac = np.zeros(c.shape + (0,))
+        at_c = _step(self.plant, self.policy, Dual(c.copy(), c.copy(), no_jac, no_jac.copy()))
         P, absP, xe = self.P, self.absP, self.x_eq
-        dm = 0.5 * (out.lo[n:] + out.hi[n:]) - xe
-        dr = 0.5 * (out.hi[n:] - out.lo[n:]) + 1e-15 * np.abs(dm)
-        jlo, jhi = out.jlo[:n], out.jhi[:n]  # [N, n_out, n_in]
+        dm = 0.5 * (at_c.lo + at_c.hi) - xe
+        dr = 0.5 * (at_c.hi - at_c.lo) + 1e-15 * np.abs(dm)
+        jlo, jhi = out.jlo, out.jhi  # [N, n_out, n_in]
         mc, mr = 0.5 * (jlo + jhi), 0.5 * (jhi - jlo)
         e = c - xe
 
@@ -377,15 +382,16 @@ def _lyapunov(a_cl: np.ndarray, Q: np.ndarray) -> np.ndarray:
     return 0.5 * (P + P.T)
 
 
-def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_boxes: int = 400_000,
+def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_boxes: int | None = None,
                    Q=None, batch: int = 2048, P=None, rho_target: float | None = None,
                    also_try: list | None = None) -> dict:
     """The largest certified sublevel set `{V ≤ ρ}` of the closed loop (module docstring) inside the stated box.
 
     Returns the `closed_loop.region` dict of `certificate.json` (`certified` is False, with a `reason`, when no
     level can be proven; an `Uncertifiable` plant raises, for the caller to fall back on `sampled_region`).
-    `P` replaces the Lyapunov matrix (any positive definite one is sound) and `rho_target` stops the search at
-    that level (what re-verifying a stated region needs). `also_try`: regions proven for another law (the
+    `max_boxes` caps the boxes evaluated (default: none; the time budget and `MAX_PENDING` open boxes bound
+    the search). `P` replaces the Lyapunov matrix (any positive definite one is sound) and `rho_target` stops the
+    search at that level (what re-verifying a stated region needs). `also_try`: regions proven for another law (the
     saturated LQR's, as `{"P": ..., "rho": ...}` dicts, or bare matrices), verified first up to their own level with
     `OFFERED_SHARE` of the budget: for a controller that does at least as well as that law, the cheapest way to a
     region at least as large; the policy's own shapes then get what is left and may beat it.
@@ -565,9 +571,13 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
     while heap:
         if heap[0][0] >= rho_best:
             break
-        if time.perf_counter() - t0 > seconds or processed > max_boxes:
+        over = ("time" if time.perf_counter() - t0 > seconds else
+                "boxes" if max_boxes is not None and processed > max_boxes else
+                "memory" if len(heap) > MAX_PENDING else None)
+        if over is not None:
             rho_best = min(rho_best, heap[0][0])
-            reason = f"budget reached ({seconds:g} s or {max_boxes} boxes)"
+            reason = {"time": f"budget reached ({seconds:g} s)", "boxes": f"budget reached ({max_boxes} boxes)",
+                      "memory": f"memory cap reached ({MAX_PENDING} open boxes)"}[over]
             break
         items = [heapq.heappop(heap) for _ in range(min(batch, len(heap)))]
         items = [it for it in items if it[0] < rho_best]
