@@ -371,3 +371,14 @@ def test_hil_run_rate_and_duration_are_bounded(tmp_path, capsys, argv):
     assert main(["hil", "run", "--plant", "double_integrator", "--out", str(tmp_path / "h"),
                  "--connect-timeout", "0.2", *argv]) == 2
     assert _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("cmd", [["simulate", "RUN", "--no-plots"], ["hil", "run", "--plant", "pendulum"]])
+@pytest.mark.parametrize("seed", [str(-(2**70)), str(2**64), "-1"])
+def test_a_seed_out_of_range_is_a_usage_error_not_an_internal_one(trained, capsys, cmd, seed):
+    args = [str(trained) if a == "RUN" else a for a in cmd]
+    with pytest.raises(SystemExit) as stop:  # argparse's usage error, before any work
+        main([*args, "--seed", seed])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "--seed" in err and "internal error" not in err

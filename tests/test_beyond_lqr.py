@@ -14,6 +14,7 @@ import plants
 from lipnet.train.config import RunConfig
 from lipnet.train.expert import MPCExpert, trajectory_optimum
 from lipnet.train.loop import Evaluator, _choose_expert, train
+from lipnet.train.objectives import RolloutObjective, stabilised
 from plants.errors import PlantSpecError
 
 
@@ -82,8 +83,8 @@ def test_mpc_expert_swings_the_pendulum_up_where_the_saturated_lqr_cannot():
     assert demos.states.shape == (200, 4, 2) and demos.actions.shape == (200, 4, 1)
     assert (demos.actions.abs() <= p.u_high[0] + 1e-6).all()
     ev = Evaluator(p, lqr, x0, 200, "none")
-    dev = p.deviation(demos.final) / ev.scale
-    assert (dev.norm(dim=-1) < 0.05).all(), demos.final  # every start ends upright and at rest
+    done = plants.Rollout(torch.stack([x0, demos.final]), demos.actions[:1], torch.zeros(4))
+    assert stabilised(p, done).all(), demos.final  # every start ends upright and at rest
     assert ev.lqr_success.float().mean() < 0.5  # which the saturated LQR does not manage from these starts
 
 
@@ -105,6 +106,30 @@ def test_trajectory_optimum_beats_the_saturated_lqr_and_its_rollouts_are_real():
     with torch.no_grad():
         replay = plants.rollout(p, lambda x, _t=iter(range(p.horizon)): acts[next(_t)], x0, horizon=p.horizon)
     torch.testing.assert_close(replay.cost, best.cost, rtol=1e-9, atol=1e-9)
+
+
+def test_rollout_cost_over_stabilised_starts_ignores_the_lost_ones():
+    """After the MPC expert, the rollout phase averages the cost over the starts the controller stabilises: a start
+    it loses changes neither the loss nor its gradient."""
+    p = plants.load("pendulum?task=swingup")
+    lqr = plants.lqr(p)
+    caught, lost = torch.tensor([[0.2, 0.0], [-0.3, 0.1]]), torch.tensor([[3.0, 0.0]])
+    gain = torch.nn.Parameter(torch.ones(1))
+
+    def policy(x):
+        return lqr.policy(x) * gain
+
+    obj = RolloutObjective(p, lqr, 200, "none", stabilised_only=True)
+    both = obj(policy, torch.cat([caught, lost]))
+    (g_both,) = torch.autograd.grad(both, gain)
+    alone = obj(policy, caught)
+    (g_alone,) = torch.autograd.grad(alone, gain)
+    torch.testing.assert_close(both, alone)
+    torch.testing.assert_close(g_both, g_alone)
+    with torch.no_grad():
+        assert not stabilised(p, plants.rollout(p, policy, lost, horizon=200)).any()  # the saturated LQR loses it
+    plain = RolloutObjective(p, lqr, 200, "none")(policy, torch.cat([caught, lost]))
+    assert plain > 1.2 * both  # without the option it counts
 
 
 def test_training_report_has_both_success_rates(tmp_path):
@@ -172,7 +197,7 @@ def test_config_toml_records_the_resolved_choices_and_reproduces_the_run(tmp_pat
 
 def test_dagger_relabels_visited_states_and_resumes_exactly(tmp_path):
     import plants
-    from lipnet.train.expert import MPCExpert, trajectory_optimum
+    from lipnet.train.expert import MPCExpert
 
     plant = plants.load("pendulum?task=swingup")
     lqr = plants.lqr(plant)

@@ -44,12 +44,14 @@ EPS = float(np.finfo(np.float64).eps)
 # Contraction rates of the shaped V, as fractions of the way from ρ(A_cl) to 1: fastest (most margin) first.
 SHAPE_RATES = (0.5, 0.9, 0.97)
 # Share of the budget for verifying the offered regions (`also_try`) before the policy's own shapes: the network
-# needs ~2.5× the linear law's time per box (ball-beam: the LQR's region in 28 s and 375k boxes, the controller's
-# verification of the same region 71 s).
+# needs ~2.5× the linear law's time per box (ball-beam: the LQR's region in 28 s and 375k boxes, the
+# controller's verification of the same region 71 s).
 OFFERED_SHARE = 0.75
-# Open boxes the branch-and-bound may hold at once (~0.35 kB each: ~350 MB): the memory guard. The time budget is
-# what ends a search otherwise (PVTOL's network needs 2.1M boxes to prove the LQR's region; a fixed 400k cap
-# stopped it at 2·10⁻⁴ of that volume).
+# Boxes one attempt may evaluate by default. It also makes a failing offered region cheap: lifted, the quadrotor's
+# network spent its budget on the LQR's ellipsoid and certified 0.004× the LQR's volume instead of 400×; PVTOL's
+# network proves the LQR's whole region only with it lifted (2.1M boxes, 445 s: `max_boxes=None`).
+MAX_BOXES = 400_000
+# Open boxes the branch-and-bound may hold at once (~0.35 kB each, ~350 MB): the memory guard.
 MAX_PENDING = 1_000_000
 
 
@@ -382,15 +384,15 @@ def _lyapunov(a_cl: np.ndarray, Q: np.ndarray) -> np.ndarray:
     return 0.5 * (P + P.T)
 
 
-def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_boxes: int | None = None,
+def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_boxes: int | None = MAX_BOXES,
                    Q=None, batch: int = 2048, P=None, rho_target: float | None = None,
                    also_try: list | None = None) -> dict:
     """The largest certified sublevel set `{V ≤ ρ}` of the closed loop (module docstring) inside the stated box.
 
     Returns the `closed_loop.region` dict of `certificate.json` (`certified` is False, with a `reason`, when no
     level can be proven; an `Uncertifiable` plant raises, for the caller to fall back on `sampled_region`).
-    `max_boxes` caps the boxes evaluated (default: none; the time budget and `MAX_PENDING` open boxes bound
-    the search). `P` replaces the Lyapunov matrix (any positive definite one is sound) and `rho_target` stops the
+    `max_boxes` caps the boxes each attempt evaluates (None: only the time budget and `MAX_PENDING` open boxes
+    bound the search). `P` replaces the Lyapunov matrix (any positive definite one is sound) and `rho_target` stops the
     search at that level (what re-verifying a stated region needs). `also_try`: regions proven for another law (the
     saturated LQR's, as `{"P": ..., "rho": ...}` dicts, or bare matrices), verified first up to their own level with
     `OFFERED_SHARE` of the budget: for a controller that does at least as well as that law, the cheapest way to a
@@ -483,11 +485,16 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
             out = _step(plant, policy, variable(lo, hi))
             return float(_pnorm_bound(RW, RWinv, out.jlo, out.jhi).max())
 
+        def holds(level: float, gm: float) -> bool:
+            # a contraction, and one whose ultimate bound δ/(1 − γ) around x_eq (the anchor's rounding residual)
+            # fits well inside the level: the bisection must not stop where γ → 1 makes that bound blow up
+            return gm < 1.0 and 4 * (delta / (1 - gm)) ** 2 <= level
+
         sigma, gamma, g = 0.0, float("nan"), float("nan")
         level = cap
         for _ in range(60):  # halving from the cap, then bisection
             g = gamma_on(level)
-            if g < 1.0:
+            if holds(level, g):
                 sigma, gamma = level, g
                 break
             level *= 0.25
@@ -496,7 +503,7 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
             for _ in range(8):
                 mid = math.sqrt(lo_r * up)
                 gm = gamma_on(mid)
-                if gm < 1.0:
+                if holds(mid, gm):
                     lo_r, gamma = mid, gm
                 else:
                     up = mid

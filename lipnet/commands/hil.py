@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from lipnet.train.config import seed_arg
+
 __all__ = ["add_arguments", "run", "EXAMPLE", "format_summary"]
 
 EXAMPLE = """examples:
@@ -58,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                          "probability")
     r.add_argument("--delay-ms", type=float, default=0.0, help="inject delay: hold every reply this long")
     r.add_argument("--x0", help="initial state, comma-separated (default: one draw of the plant's eval box)")
-    r.add_argument("--seed", type=int, default=0, help="seed of the loss draws and the default x0")
+    r.add_argument("--seed", type=seed_arg, default=0, help="seed of the loss draws and the default x0")
     r.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=True,
                    help="run the loop as SCHED_FIFO (or nice -10) where permitted (default on; the report says "
                         "what was granted)")

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from lipnet.train.config import seed_arg
+
 __all__ = ["add_arguments", "run", "EXAMPLE", "format_summary"]
 
 EXAMPLE = """examples:
@@ -31,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="report folder (report.json, trajectory.npz, trajectory.png)")
     p.add_argument("--x0", help="initial state, comma-separated (default: one draw of the plant's eval box)")
     p.add_argument("--duration", type=float, help="plant time in seconds (default: the plant's horizon)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the default x0")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the default x0")
     p.add_argument("--provider", choices=PROVIDERS, default="cpu",
                    help="onnxruntime provider for an ONNX model")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plot")

@@ -176,6 +176,19 @@ class RunConfig:
 
 
 MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; the evaluation states use seed + 1
+
+
+def seed_arg(text: str) -> int:
+    """argparse type of every `--seed`: an integer in [0, MAX_SEED) (torch and numpy generators take 64 bits)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {MAX_SEED - 1}, got {text!r}") from None
+    if not 0 <= value < MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {MAX_SEED - 1}, got {text}")
+    return value
 # Upper limits that keep a run within a machine's memory and a human's patience (the default of others: 10**7).
 _LIMITS = {"batch": 10**6, "eval_batch": 10**6, "horizon": 100_000, "demos": 100_000,
            "expert_labels": 10**6}

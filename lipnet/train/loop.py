@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 import plants
@@ -26,7 +25,7 @@ from lipnet.train.checkpoint import atomic_torch_save, save_controller
 from lipnet.train.config import RunConfig, dump_toml
 from lipnet.train.expert import MPCExpert
 from lipnet.train.lyapunov import LyapunovObjective, target_shape
-from lipnet.train.objectives import DemoImitation, LocalGain, make_objective
+from lipnet.train.objectives import DemoImitation, LocalGain, make_objective, stabilised
 from lipnet.train.plan import build_controller, plan_controller
 from lipnet.train.rundir import CONFIG, METRICS, TRAIN_STATE, check_run_dir, prepare_run_dir
 from lipnet.train.stopping import AUTO_ROLLOUT_STEPS_MPC, AUTO_STEPS, plateau, stale
@@ -66,8 +65,6 @@ class Evaluator:
     def __init__(self, plant, lqr, x0: torch.Tensor, horizon: int, terminal: str = "lqr"):
         self.plant, self.x0, self.horizon = plant, x0, horizon
         self.terminal = lqr.P if terminal == "lqr" else None
-        scale = np.abs(np.asarray(plant.init_eval.scale, dtype=float))
-        self.scale = torch.as_tensor(scale, dtype=x0.dtype).clamp_min(1e-9)
         with torch.no_grad():
             self.optimum = lqr.cost(x0)
             roll = plants.rollout(plant, lqr.policy, x0, horizon=horizon, terminal=self.terminal)
@@ -75,8 +72,7 @@ class Evaluator:
         self.lqr_success = self._success(roll)
 
     def _success(self, roll) -> torch.Tensor:
-        dev = self.plant.deviation(roll.states[-1]) / self.scale
-        return torch.isfinite(roll.cost) & (dev.norm(dim=-1) < 0.05)
+        return stabilised(self.plant, roll)
 
     @torch.no_grad()
     def __call__(self, controller) -> dict:
@@ -212,7 +208,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
     # With the LQR expert, training rollouts are truncated (the LQR terminal cost stands in for the tail); far
     # from the equilibrium (MPC expert) they run the plant's full horizon. Evaluation always runs the full one.
     horizon = tc.horizon or (plant.horizon if mpc else min(plant.horizon, 100))
-    objective = make_objective(tc.objective, plant, lqr, horizon, terminal, compile=tc.compile)
+    objective = make_objective(tc.objective, plant, lqr, horizon, terminal, compile=tc.compile, stabilised_only=mpc)
     # Direct policy optimisation from a random controller sees exploding costs and saturated, gradient-free
     # actions, and far from the equilibrium it stalls in local minima (a pendulum that swings but never gets
     # up): the first steps imitate an expert instead, the saturated LQR or the MPC's demonstrations.
