@@ -26,13 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import plants
 from lipnet.train.config import RunConfig
 from lipnet.train.expert import trajectory_optimum
 from lipnet.train.loop import train
+from lipnet.train.objectives import stabilised
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TASKS = ["pendulum?task=swingup", "cartpole?task=wide", "quadrotor2d?task=wide", "ballbeam?task=wide",
@@ -49,12 +49,7 @@ def optimum_ratio(res, cfg: RunConfig) -> dict:
     with torch.no_grad():
         rl = plants.rollout(plant, lqr.policy, x0, horizon=plant.horizon, terminal=P)
         rc = plants.rollout(plant, controller, x0, horizon=plant.horizon, terminal=P)
-    scale = torch.as_tensor(np.abs(np.asarray(plant.init_eval.scale, float))).clamp_min(1e-9)
-
-    def success(r):
-        return torch.isfinite(r.cost) & ((plant.deviation(r.states[-1]) / scale).norm(dim=-1) < 0.05)
-
-    both = success(rl) & success(rc)
+    both = stabilised(plant, rl) & stabilised(plant, rc)  # the evaluator's own success test
     if not both.any():
         return {"optimum_ratio_both": None, "shared_starts": 0}
     t0 = time.perf_counter()

@@ -189,6 +189,8 @@ def seed_arg(text: str) -> int:
     if not 0 <= value < MAX_SEED:
         raise argparse.ArgumentTypeError(f"must be an integer from 0 to {MAX_SEED - 1}, got {text}")
     return value
+
+
 # Upper limits that keep a run within a machine's memory and a human's patience (the default of others: 10**7).
 _LIMITS = {"batch": 10**6, "eval_batch": 10**6, "horizon": 100_000, "demos": 100_000,
            "expert_labels": 10**6}
