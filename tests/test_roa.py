@@ -159,6 +159,18 @@ def test_an_inflated_level_is_caught_by_the_simulation_check():
     assert not _all_converge(plant, policy, region, scale=(1.05 / edge) ** 2)  # the check can fail
 
 
+def test_a_barely_contracting_loop_keeps_a_local_region_that_fits_its_ultimate_bound():
+    # x⁺ = x + dt(−k e + e²), e = x − 100: a contraction margin of 1e-6 per step, and x_eq = 100 leaves a rounding
+    # residual at the equilibrium. The local step's level must hold its ultimate bound δ/(1 − γ) too; a bisection
+    # that only asked γ < 1 stopped where γ → 1, the bound blew up past the level and no region was left.
+    x_eq = 100.0
+    plant = plants.FunctionPlant(lambda x, u: -1e-5 * (x - x_eq) + (x - x_eq) ** 2 + 0 * u, n_x=1, n_u=1, dt=0.1,
+                                 x0_box=[1e-3], horizon=200, x_eq=[x_eq], u_eq=[0.0])
+    region = certify_region(plant, linear_policy(np.zeros((1, 1)), [x_eq], [0.0]), box=[1e-3], seconds=10)
+    assert region["certified"] and region["rho"] >= region["rho_local"] > 0
+    assert 4 * region["ultimate_bound"] ** 2 <= region["rho_local"]
+
+
 def test_pendulum_lqr_region_holds_and_twice_the_level_does_not():
     plant = plants.load("pendulum")
     policy = lqr_policy(plant)
