@@ -197,6 +197,11 @@ def test_an_offered_region_is_verified_up_to_its_level_and_an_inflated_one_is_no
     offered = {"P": region["P"], "rho": region["rho"]}
     again = certify_region(plant, policy, box=[3.0, 6.0], seconds=30, also_try=[offered])
     assert again["certified"] and again["volume_share"] >= region["volume_share"] * (1 - 1e-9)
+    # damaged candidates (a stored region from another plant, an indefinite or NaN matrix) are passed over
+    damaged = [{"P": np.eye(3).tolist(), "rho": 1.0}, {"P": [[1.0, 2.0], [2.0, 1.0]], "rho": 1.0},
+               {"P": [[float("nan"), 0.0], [0.0, 1.0]], "rho": 1.0}]
+    also = certify_region(plant, policy, box=[3.0, 6.0], seconds=30, also_try=damaged + [offered])
+    assert also["certified"] and also["volume_share"] >= region["volume_share"] * (1 - 1e-9)
     # an offered level beyond what holds (twice the proven one fails in simulation, test above) is cut back
     P = np.asarray(region["P"])
     inflated = certify_region(plant, policy, box=[3.0, 6.0], seconds=10, P=P, rho_target=2 * region["rho"])
@@ -291,6 +296,13 @@ def test_train_roa_stage_runs_last_records_itself_and_resumes(tmp_path):
     reported = region_certificates(load_controller(run), plant, seconds=default_seconds(2))["region_lqr"]
     assert reported["rho"] == stage["lqr_region"]["rho"]  # `certify`'s LQR region by default: one region, no twin
     assert "roa_steps = 4" in (run / "config.toml").read_text()
+    # the stage's target travels with the controller, and `certify` tries it first for both laws
+    from lipnet.commands.certify import _roa_target
+    from lipnet.train.checkpoint import load_trained
+
+    offer = _roa_target(load_trained(run).meta)
+    assert offer == [{"P": stage["P"], "rho": 1.0}]
+    assert _roa_target({}) is None and _roa_target({"roa_target": "damaged"}) is None
     # stopped inside the stage and resumed: the same controller as the uninterrupted run
     cfg = RunConfig(plant="pendulum")
     cfg.controller.hidden, cfg.train.steps, cfg.train.roa_steps, cfg.train.batch = [8, 8], 4, 4, 16
@@ -329,23 +341,28 @@ def test_roa_objective_samples_lie_in_the_target_ellipsoid():
     assert all(p.requires_grad for p in ctl.parameters())  # and leaves the parameters' flags as they were
 
 
-def test_roa_target_grows_the_lqr_region_to_twice_its_volume_within_the_box():
-    from lipnet.certify.roa import _volume_share, region_box
+def test_roa_target_is_twice_the_lqr_volume_in_a_shape_the_controller_contracts():
+    from lipnet.certify.roa import _volume_share, linearisation, mlp_policy, region_box
     from lipnet.train.lyapunov import target_shape
-    from lipnet.train.plan import build_controller, plan_controller
 
     plant = plants.load("cartpole")
-    lqr = plants.lqr(plant)
-    ctl = build_controller(plant, plan_controller(plant, lqr), (8, 8), "tanh", "frobenius", "clip")
+    ctl = _anchored_mlp(np.asarray(plants.lqr(plant).K), plant.u_eq, 10.0, 0, eps=0.1)  # a stable loop
     w = region_box(plant)
+    a_cl = linearisation(plant, mlp_policy(ctl))
     P_ref = np.diag(1.0 / w**2) * 40.0  # an ellipsoid well inside the box
     ref = {"certified": True, "P": P_ref.tolist(), "rho": 1.0}
     P, rate = target_shape(plant, ctl, reference=ref)
     assert _volume_share(P, 1.0, w) == pytest.approx(2 * _volume_share(P_ref, 1.0, w), rel=1e-9)
-    assert 0 < rate <= 0.999
-    # a reference already filling the box cannot grow past it: the target is the largest level inside the box
-    P_big, _ = target_shape(plant, ctl, reference={"certified": True, "P": P_ref.tolist(), "rho": 39.0})
-    assert float(np.min(w**2 / np.diag(np.linalg.inv(P_big)))) == pytest.approx(1.0, rel=1e-9)
+    assert float(np.min(w**2 / np.diag(np.linalg.inv(P)))) >= 1.0 - 1e-9  # inside the box
+    # the controller's own linearisation contracts it (V decreases near x_eq, as a certificate needs)
+    L = np.linalg.cholesky(P)
+    contraction = np.linalg.norm(L.T @ a_cl @ np.linalg.inv(L.T), 2)
+    assert contraction < 1 and rate == pytest.approx(min(contraction, 0.999), rel=1e-6)
+    # where the box holds no contracted shape that large, the roundest one, whole
+    huge = {"certified": True, "P": (np.diag(1.0 / w**2) * 1.01).tolist(), "rho": 1.0}
+    P_max, _ = target_shape(plant, ctl, reference=huge)
+    assert _volume_share(P_max, 1.0, w) < 2 * _volume_share(np.asarray(huge["P"]), 1.0, w)
+    assert float(np.min(w**2 / np.diag(np.linalg.inv(P_max)))) == pytest.approx(1.0, rel=1e-6)
     # an uncertified reference is ignored
     P_own, _ = target_shape(plant, ctl, reference={"certified": False, "P": P_ref.tolist(), "rho": 1.0})
     assert np.allclose(P_own, target_shape(plant, ctl)[0])

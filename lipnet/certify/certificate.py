@@ -109,7 +109,8 @@ def _linear_data(plant) -> tuple[np.ndarray, np.ndarray, bool]:
 def certify_controller(controller, plant=None, methods=None, region: Region | None = None,
                        solver: str = "SCS", sdp_max_neurons: int | None = 256, lower: bool = True,
                        closed_loop: bool = True, seed: int = 0, iqc: str = "fallback", roa: bool = True,
-                       roa_seconds: float | None = None, roa_box=None, roa_claim: dict | None = None) -> Certificate:
+                       roa_seconds: float | None = None, roa_box=None, roa_claim: dict | None = None,
+                       roa_offer: list | None = None) -> Certificate:
     """Bound, estimate and (with a plant) certify the closed loop of one controller.
 
     Parameters
@@ -124,7 +125,8 @@ def certify_controller(controller, plant=None, methods=None, region: Region | No
     roa, roa_seconds, roa_box : certified regions of attraction of the closed loop and of the saturated LQR
         (`roa.region_certificates`; the controller's time budget, default `roa.default_seconds(n_x)`, the LQR's
         half of it; half-widths of the stated box, default the plant's
-        evaluation region); `roa_claim` re-verifies a stated region instead of searching (export does that).
+        evaluation region); `roa_claim` re-verifies a stated region instead of searching (export does that);
+        `roa_offer`, regions both laws try first (the `train --roa` stage's target).
     """
     if isinstance(plant, str):
         import plants
@@ -149,7 +151,8 @@ def certify_controller(controller, plant=None, methods=None, region: Region | No
         if roa or roa_claim is not None:
             from .roa import region_certificates
 
-            cl.update(region_certificates(controller, plant, seconds=roa_seconds, box=roa_box, claim=roa_claim))
+            cl.update(region_certificates(controller, plant, seconds=roa_seconds, box=roa_box, claim=roa_claim,
+                                          offer=roa_offer))
             region = cl.get("region") or {}
             if region.get("certified") and not cl.get("certified"):
                 cl["verdict"] = (f"region of attraction certified: {{V ≤ {region['rho']:.6g}}} "

@@ -5,7 +5,8 @@ the discrete Lyapunov equation of the closed loop's own linearisation at the equ
 (`A_clᵀ P A_cl − P = −Q`, Q the plant's state cost). Two facts, each proven with sound float64 interval
 enclosures (`intervals.Dual`) of F and of its Jacobian J on boxes of states:
 
-1. *Local contraction.* On the bounding box of `Ω_ρ0`, every Jacobian satisfies `‖J‖_P ≤ γ < 1`. By the mean value
+1. *Local contraction.* On boxes covering `Ω_ρ0` (refined where the bound is worst), every Jacobian satisfies
+   `‖J‖_P ≤ γ < 1`. By the mean value
    theorem along the segment from x_eq (inside the convex `Ω_ρ0`), `‖F(x) − x_eq‖_P ≤ γ ‖x − x_eq‖_P + δ` with
    `δ = ‖F(x_eq) − x_eq‖_P` (a rounding-level residual for a controller that keeps the equilibrium), so `Ω_ρ0`
    is invariant and every trajectory in it converges to the ball `‖x − x_eq‖_P ≤ δ / (1 − γ)` (reported).
@@ -47,11 +48,13 @@ SHAPE_RATES = (0.5, 0.9, 0.97)
 # needs ~2.5× the linear law's time per box (ball-beam: the LQR's region in 28 s and 375k boxes, the
 # controller's verification of the same region 71 s).
 OFFERED_SHARE = 0.75
-# Boxes one attempt may evaluate by default. PVTOL's network proves the capped LQR region whole only with the cap
-# lifted (`max_boxes=None`: 2.1M boxes, 445 s). Lifted by default, though, the LQR proves a rounder region there
-# (1.42 % of the box instead of 1.02 %) that the network covers to 4·10⁻⁴ within its 600 s, and the quadrotor's
-# certification takes 500 s instead of 99 s for the same 414× region.
+# Boxes one attempt may evaluate by default (an offered region the cap cuts short gets a second, uncapped search
+# with the time left at the end). Lifted, the LQR proves a rounder region on PVTOL (1.42 % of the box instead of
+# 1.02 %) that the network does not cover within its 600 s, and the quadrotor's certification takes 500 s instead
+# of 99 s for the same 414× region.
 MAX_BOXES = 400_000
+# Box evaluations one level of the local contraction step may spend on refining its Jacobian cover.
+LOCAL_BOXES = 4096
 # Open boxes the branch-and-bound may hold at once (~0.35 kB each, ~350 MB): the memory guard.
 MAX_PENDING = 1_000_000
 
@@ -80,7 +83,8 @@ def _mlp_dual(net: MLP, x: Dual) -> Dual:
         return _mlp_pass(net, x, None)
     c = x.mid
     centre = {}
-    at_c = _mlp_pass(net, variable(c, c), centre)  # enclosures of every pre-activation at the centres
+    no_jac = np.zeros(c.shape + (0,))  # the centres need values only
+    at_c = _mlp_pass(net, Dual(c, c.copy(), no_jac, no_jac.copy()), centre)  # every pre-activation at the centres
     radius = 0.5 * (x.hi - x.lo) * (1 + 4 * EPS) + EPS * np.abs(c)
     factors: list = []
     out = _mlp_pass(net, x, centre, radius=radius, factors=factors)
@@ -293,13 +297,13 @@ def _pnorm_bound(R, Rinv, jlo, jhi) -> np.ndarray:
     return (a + b) * (1 + 1e-9) + 1e-300
 
 
-def _quad_upper(P, absP, lo, hi) -> np.ndarray:
-    """Upper bound of `dᵀ P d` over the box `[lo, hi]` of d (batched), center-radius."""
-    m, r = 0.5 * (lo + hi), 0.5 * (hi - lo)
-    val = np.einsum("bi,ij,bj->b", m, P, m) + 2 * np.einsum("bi,ij,bj->b", np.abs(m), absP, r) \
-        + np.einsum("bi,ij,bj->b", r, absP, r)
-    scale = np.einsum("bi,ij,bj->b", np.abs(m) + r, absP, np.abs(m) + r)
-    return val + 1e-12 * scale + 1e-300
+def _quad_range(P, absP, c, r) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds of `dᵀ P d` over the boxes `c ± r` of d (batched): `(‖c‖_P ∓ ‖r‖_{|P|})²`, with
+    the lower one clipped at 0 and both rounded outward."""
+    pc = np.sqrt(np.maximum(np.einsum("bi,ij,bj->b", c, P, c), 0.0))
+    s = np.sqrt(np.einsum("bi,ij,bj->b", r, absP, r))
+    slack = 1e-12 * (pc + s) + 1e-300
+    return np.maximum(pc - s - slack, 0.0) ** 2, (pc + s + slack) ** 2
 
 
 class _Closure:
@@ -378,6 +382,17 @@ def shaped_lyapunov(a_cl: np.ndarray, w: np.ndarray, rate: float) -> np.ndarray 
     return None
 
 
+def _usable(P: np.ndarray, n: int) -> bool:
+    """An n×n finite, symmetric, positive definite matrix: a V candidate."""
+    if P.shape != (n, n) or not np.all(np.isfinite(P)) or not np.allclose(P, P.T, rtol=1e-9, atol=0.0):
+        return False
+    try:
+        np.linalg.cholesky(P)
+    except np.linalg.LinAlgError:
+        return False
+    return True
+
+
 def _lyapunov(a_cl: np.ndarray, Q: np.ndarray) -> np.ndarray:
     q = 0.5 * (Q + Q.T)
     q = q + 1e-6 * max(float(np.trace(q)) / q.shape[0], 1e-12) * np.eye(q.shape[0])  # positive definite
@@ -397,7 +412,8 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
     search at that level (what re-verifying a stated region needs). `also_try`: regions proven for another law (the
     saturated LQR's, as `{"P": ..., "rho": ...}` dicts, or bare matrices), verified first up to their own level with
     `OFFERED_SHARE` of the budget: for a controller that does at least as well as that law, the cheapest way to a
-    region at least as large; the policy's own shapes then get what is left and may beat it.
+    region at least as large; the policy's own shapes then get what is left and may beat it. An offered region
+    the box cap cut short, and larger than anything proven by then, is searched again at the end with no cap.
     """
     t0 = time.perf_counter()
     n = plant.n_x
@@ -430,31 +446,59 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
         plain = _lyapunov(a_cl, np.asarray(plant.Q if Q is None else Q, dtype=np.float64))
         best, tried, whole = None, 0, False
 
-        def attempt(cand, budget, level=None):
+        def attempt(cand, budget, level=None, cap=max_boxes):
             nonlocal best, tried
             target = level if rho_target is None else (rho_target if level is None else min(level, rho_target))
-            res = certify_region(plant, policy, box=box, seconds=max(budget, 1e-3), max_boxes=max_boxes,
+            res = certify_region(plant, policy, box=box, seconds=max(budget, 1e-3), max_boxes=cap,
                                  batch=batch, P=cand, rho_target=target)
             tried += 1
             if best is None or (res.get("volume_share") or 0) > (best.get("volume_share") or 0):
                 best = res
+            return res
+
+        def closed(res: dict) -> bool:
             return bool(res.get("certified")) and res.get("stopped") == "every box closed"
 
         offered = [(np.asarray(c["P"], dtype=np.float64), c.get("rho")) if isinstance(c, dict)
                    else (np.asarray(c, dtype=np.float64), None) for c in (also_try or [])]
+        offered = [(c, level) for c, level in offered if _usable(c, n)]  # a stored region may be stale or damaged
+
+        def ceiling(cand, level) -> float:  # the volume share of a candidate proven whole
+            top = float(np.min(w**2 / np.diag(np.linalg.inv(cand))))
+            return _volume_share(cand, top if level is None else min(top, float(level)), w)
+
+        def beaten(cand, level=None) -> bool:  # what is proven already covers more than this candidate can
+            return best is not None and (best.get("volume_share") or 0) >= ceiling(cand, level)
+
+        cut_short = []  # offered regions the box cap stopped: a second chance, uncapped, at the end
         for i, (cand, level) in enumerate(offered):
             left = seconds - (time.perf_counter() - t0)
-            whole = attempt(cand, OFFERED_SHARE * left / (len(offered) - i), level) or whole
+            if beaten(cand, level):
+                continue
+            res = attempt(cand, OFFERED_SHARE * left / (len(offered) - i), level)
+            if closed(res):
+                whole = True
+            elif max_boxes is not None and res.get("stopped") == f"budget reached ({max_boxes} boxes)":
+                cut_short.append((cand, level))
         for i, cand in enumerate(shapes):
             left = seconds - (time.perf_counter() - t0)
             # An even split of what is left: a rounder shape that fails must not eat the whole budget (every
             # `lipnet certify` would then take it all). A larger --roa-seconds lets rounder shapes close (cart-pole,
             # 64×64 network: the 0.9-rate shape needs 43 s and 339k boxes).
-            if not attempt(cand, left / (len(shapes) + 1 - i)):
+            if beaten(cand):
+                continue
+            if not closed(attempt(cand, left / (len(shapes) + 1 - i))):
                 break  # a slower rate would fail as well
             whole = True
         if not whole:
-            attempt(plain, seconds - (time.perf_counter() - t0))
+            attempt(plain, (seconds - (time.perf_counter() - t0)) / (1 + len(cut_short)))
+        # An offered region larger than anything proven, whose search the box cap cut short, gets the time left
+        # with no cap: PVTOL's network proves the LQR's region whole only that way (1.8M boxes, 150 s), while the
+        # quadrotor's own shapes beat its LQR's region within the cap and never need it.
+        for i, (cand, level) in enumerate(cut_short):
+            left = seconds - (time.perf_counter() - t0)
+            if left > 0 and not beaten(cand, level):
+                attempt(cand, left / (len(cut_short) - i), level, cap=None)
         return best | {"seconds": time.perf_counter() - t0, "shapes_tried": tried}
     P = np.asarray(P, dtype=np.float64)
     try:
@@ -470,21 +514,47 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
         """`(σ, γ, δ, last γ tried)`: the largest `{W ≤ σ}` (σ ≤ cap) on whose bounding box ‖J‖_W ≤ γ < 1, and δ,
         the equilibrium's own residual in the W-norm (a rounding-level number for an anchored controller)."""
         RW = np.linalg.cholesky(W).T
-        RWinv, Winv = np.linalg.inv(RW), np.linalg.inv(W)
+        RWinv, Winv, absW = np.linalg.inv(RW), np.linalg.inv(W), np.abs(W)
         d_hi = np.maximum(np.abs(at_eq.lo[0] - x_eq), np.abs(at_eq.hi[0] - x_eq))
         delta = math.sqrt(float(d_hi @ np.abs(W) @ d_hi)) * (1 + 1e-9)
 
         def gamma_on(level: float) -> float:
+            """A bound of ‖J‖_W on `{W ≤ level}`: sub-boxes of its bounding box (4 per axis, 2 above n = 4),
+            those wholly outside the ellipsoid dropped (the mean-value argument only needs the convex set
+            itself), the failing ones halved again up to `LOCAL_BOXES` evaluations where at most a quarter of the
+            first cover fails: the max over the cover."""
             h = np.sqrt(level * np.diag(Winv)) * (1 + 1e-9)
-            # 4 sub-boxes per axis (2 above n = 4) tighten the enclosure cheaply; their max bounds the whole box.
+            target = 1.0 - 2 * delta / math.sqrt(level) * (1 + 1e-6)  # what `holds` asks of γ at this level
             k = 4 if n <= 4 else 2
             edges = [np.linspace(-hi_, hi_, k + 1) for hi_ in h]
             grids = np.meshgrid(*[np.arange(k)] * n, indexing="ij")
             idx = np.stack([g.reshape(-1) for g in grids], -1)
-            lo = np.stack([edges[i][idx[:, i]] for i in range(n)], -1) + x_eq
-            hi = np.stack([edges[i][idx[:, i] + 1] for i in range(n)], -1) + x_eq
-            out = _step(plant, policy, variable(lo, hi))
-            return float(_pnorm_bound(RW, RWinv, out.jlo, out.jhi).max())
+            lo = np.stack([edges[i][idx[:, i]] for i in range(n)], -1)
+            hi = np.stack([edges[i][idx[:, i] + 1] for i in range(n)], -1)
+            c, r = (lo + hi) / 2, (hi - lo) / 2
+            worst, spent = 0.0, 0
+            while c.shape[0]:
+                inside = _quad_range(W, absW, c, r)[0] <= level  # meets the ellipsoid
+                c, r = c[inside], r[inside]
+                if not c.shape[0]:
+                    break
+                out = _step(plant, policy, variable(c - r + x_eq, c + r + x_eq))
+                bound = _pnorm_bound(RW, RWinv, out.jlo, out.jhi)
+                spent += c.shape[0]
+                over = bound >= target
+                if (not over.any() or target <= 0 or spent + 2 * int(over.sum()) > LOCAL_BOXES
+                        or (spent == c.shape[0] and over.mean() > 0.25)):  # refine near misses, not hopeless levels
+                    return max(worst, float(bound.max()))
+                worst = max(worst, float(bound[~over].max(initial=0.0)))
+                c, r = c[over], r[over]
+                axis = np.argmax(r / h, axis=-1)  # the widest side relative to the ellipsoid's extent
+                rows = np.arange(c.shape[0])
+                r = r.copy()
+                r[rows, axis] *= 0.5
+                shift = np.zeros_like(r)
+                shift[rows, axis] = r[rows, axis]
+                c, r = np.concatenate([c - shift, c + shift]), np.concatenate([r, r])
+            return worst
 
         def holds(level: float, gm: float) -> bool:
             # a contraction, and one whose ultimate bound δ/(1 − γ) around x_eq (the anchor's rounding residual)
@@ -551,21 +621,12 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
     cs, rs = (lo + hi) / 2 + x_eq, (hi - lo) / 2
     min_r = h0 * 2.0**-14
 
-    def v_bounds(c, r):
-        e = c - x_eq
-        pc = np.sqrt(np.maximum(np.einsum("bi,ij,bj->b", e, P, e), 0.0))
-        s = np.sqrt(np.einsum("bi,ij,bj->b", r, absP, r))
-        slack = 1e-12 * (pc + s) + 1e-300
-        vmin = np.maximum(pc - s - slack, 0.0) ** 2
-        vmax = (pc + s + slack) ** 2
-        return vmin, vmax
-
     heap: list = []
     counter = 0
 
     def push(c, r):
         nonlocal counter
-        vmin, vmax = v_bounds(c, r)
+        vmin, vmax = _quad_range(P, absP, c - x_eq, r)
         for i in range(c.shape[0]):
             if vmax[i] <= rho0 or vmin[i] >= rho_box:
                 continue  # inside the proven local region, or wholly outside the box's ellipsoid
@@ -677,19 +738,21 @@ def default_seconds(n_x: int) -> float:
     return 120.0 if n_x <= 4 else 600.0
 
 
-def lqr_region(plant, lqr=None, box=None, seconds: float | None = None) -> dict:
+def lqr_region(plant, lqr=None, box=None, seconds: float | None = None, offer: list | None = None) -> dict:
     """The saturated LQR's certified region, with the share of the budget `region_certificates` gives it (half of
-    `default_seconds(n_x)` by default): the one region `certify` reports and `train --roa` aims beyond."""
+    `default_seconds(n_x)` by default): the one region `certify` reports and `train --roa` aims beyond. `offer`:
+    regions to try first (`certify_region`'s `also_try`)."""
     seconds = default_seconds(plant.n_x) / 2 if seconds is None else float(seconds)
-    return certify_region(plant, lqr_policy(plant, lqr), box=box, seconds=seconds)
+    return certify_region(plant, lqr_policy(plant, lqr), box=box, seconds=seconds, also_try=offer)
 
 
 def region_certificates(controller, plant, seconds: float | None = None, box=None, claim: dict | None = None,
-                        lqr: bool = True) -> dict:
+                        lqr: bool = True, offer: list | None = None) -> dict:
     """`{"region": ..., "region_lqr": ...}` for `certificate.json`'s closed loop: the controller's certified region
     and, by the same method and V family, the saturated LQR's. `seconds` is the controller's budget (default
     `default_seconds(n_x)`); the LQR, certified first, gets half of it, and its proven region is offered to the
-    controller (`also_try`).
+    controller (`also_try`). `offer`: regions both laws try first, by the same rule (the `train --roa` stage's
+    target, `{"P": ..., "rho": 1}`): the same candidates for both, so the comparison stays even.
 
     With `claim` (a `region` dict read from a file), its own P and ρ are re-verified instead of searched: the
     result keeps them when they hold and says `certified: false` otherwise. A plant the propagator cannot read
@@ -707,12 +770,12 @@ def region_certificates(controller, plant, seconds: float | None = None, box=Non
                 out[key] = verify_region(plant, pol, claim, seconds=seconds)
             else:
                 ref = out.get("region_lqr") or {}
-                offered = ([{"P": ref["P"], "rho": ref["rho"]}] if key == "region" and ref.get("certified")
-                           and ref.get("P") else None)
+                offered = list(offer or []) + ([{"P": ref["P"], "rho": ref["rho"]}] if key == "region"
+                                               and ref.get("certified") and ref.get("P") else [])
                 if key == "region_lqr":
-                    out[key] = lqr_region(plant, box=box, seconds=seconds / 2)
+                    out[key] = lqr_region(plant, box=box, seconds=seconds / 2, offer=offered or None)
                 else:
-                    out[key] = certify_region(plant, pol, box=box, seconds=seconds, also_try=offered)
+                    out[key] = certify_region(plant, pol, box=box, seconds=seconds, also_try=offered or None)
         except Uncertifiable as exc:
             try:
                 out[key] = sampled_region(plant, pol, box=box) | {"reason": str(exc)}

@@ -108,6 +108,15 @@ def _roa_box(text):
     return values
 
 
+def _roa_target(meta: dict) -> list | None:
+    """The `train --roa` stage's target region from the checkpoint's meta, as a candidate for both laws."""
+    target = meta.get("roa_target")
+    try:  # a damaged entry is passed over (certify_region also skips a P that is not n×n positive definite)
+        return [{"P": [[float(v) for v in row] for row in target["P"]], "rho": float(target.get("rho", 1.0))}]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+
+
 def run(args) -> int:
     """Certify RUN_DIR; 0 on success, 1 when --require fails."""
     from lipnet.certify import certify_controller, write_certificate
@@ -136,7 +145,8 @@ def run(args) -> int:
             raise LipnetArgument(f"--roa-box needs 1 or {plant.n_x} half-widths for {spec}, got {len(roa_box)}")
     cert = certify_controller(controller, plant, methods=methods, solver=args.solver,
                               sdp_max_neurons=args.sdp_max_neurons, closed_loop=not args.no_closed_loop,
-                              iqc=args.iqc, roa=args.roa, roa_seconds=args.roa_seconds, roa_box=roa_box)
+                              iqc=args.iqc, roa=args.roa, roa_seconds=args.roa_seconds, roa_box=roa_box,
+                              roa_offer=_roa_target(trained.meta))
     path = write_certificate(cert, args.run_dir)
     regions = {k: v for k, v in (cert.closed_loop or {}).items() if k in ("region", "region_lqr") and v}
     if plant is not None and regions.get("region", {}).get("P"):
