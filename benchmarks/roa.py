@@ -12,6 +12,7 @@ with |u| ≤ 5 N added.
 
     python benchmarks/roa.py                     # every plant (about 25 minutes on one core)
     python benchmarks/roa.py --plants pendulum --seconds 30
+    python benchmarks/roa.py --roa-steps 300     # after `lipnet train --roa` (its target offered to both laws)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 
 import plants
 from lipnet.certify.roa import region_certificates
+from lipnet.train.checkpoint import load_trained
 from lipnet.train.config import RunConfig
 from lipnet.train.loop import train
 
@@ -34,16 +36,21 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PLANTS = ["pendulum", "cartpole", "quadrotor2d", "ballbeam", "vanderpol", "pvtol"]
 
 
-def run_one(spec: str, seconds: float, seed: int = 0) -> dict:
+def run_one(spec: str, seconds: float, seed: int = 0, roa_steps: int = 0) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        res = train(RunConfig(plant=spec, seed=seed), Path(tmp) / "run", progress=False, log=lambda *a: None)
+        cfg = RunConfig(plant=spec, seed=seed)
+        cfg.train.roa_steps = roa_steps
+        res = train(cfg, Path(tmp) / "run", progress=False, log=lambda *a: None)
         train_s = time.perf_counter() - t0
         controller = res.controller
+        target = load_trained(Path(tmp) / "run").meta.get("roa_target")
     plant = plants.load(spec)
-    row = {"plant": spec, "n_x": plant.n_x, "train_seconds": train_s}
-    # As `lipnet certify` does it: the LQR first, whose proven shape is one more candidate for the controller's V.
-    regions = region_certificates(controller, plant, seconds=seconds)
+    row = {"plant": spec, "n_x": plant.n_x, "train_seconds": train_s, "roa_steps": roa_steps,
+           "roa_stage": {k: v for k, v in (res.summary.get("roa_stage") or {}).items() if k != "P"} or None}
+    # As `lipnet certify` does it: the --roa target (if any) for both laws, then the LQR, whose proven shape is one
+    # more candidate for the controller's V.
+    regions = region_certificates(controller, plant, seconds=seconds, offer=[target] if target else None)
     for key, reg in (("lipnet", regions["region"]), ("lqr", regions["region_lqr"])):
         row[key] = {k: reg.get(k) for k in ("certified", "rho", "volume_share", "seconds", "subboxes", "stopped",
                                             "reason", "rho_local", "contraction")}
@@ -58,13 +65,15 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=None,
                     help="certification budget of the controller's region (default: lipnet certify's, 120 s up to "
                          "4 states, 600 s above; the saturated LQR's: half)")
+    ap.add_argument("--roa-steps", type=int, default=0, help="train with a --roa stage of this many steps (lipnet "
+                    "train --roa: 300), then certify with its target offered, as lipnet certify does")
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
     torch.set_num_threads(1)
     rows = []
     for name in args.plants.split(","):
         spec = "pvtol?u_max=5" if name == "pvtol" else name  # python-control's example with |u| ≤ 5 N
-        row = run_one(spec, args.seconds)
+        row = run_one(spec, args.seconds, roa_steps=args.roa_steps)
         row["plant"] = name
         rows.append(row)
         ln, lq = row["lipnet"], row["lqr"]
