@@ -166,6 +166,19 @@ def test_mpc_path_uses_relu_the_manifold_adam_warm_start_and_resumes_exactly(tmp
         assert torch.equal(a, b)
 
 
+def test_rollout_phase_starts_from_the_best_validated_iterate_of_the_imitations_tail(tmp_path):
+    cfg = _tiny_mpc_config()
+    cfg.train.demo_warmup = 8  # its last quarter: steps 6 and 8 are validated
+    train(cfg, tmp_path / "run", progress=False, log=lambda *a: None, stop_after=8)
+    state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=False)
+    evals = {r["step"]: r["eval_cost_ratio"] for r in state["metrics"] if r["eval_cost_ratio"] != ""}
+    # on this seed the step-6 iterate validates better than the last one (step 8): the hand-off goes back to it
+    assert state["best"]["step"] == 6
+    for k, v in state["warm_state"].items():
+        assert torch.equal(v, state["best"]["state"][k]), k
+    assert evals[8] == evals[6]  # what the rollout phase starts from is the step-6 controller
+
+
 def test_straight_through_clip_keeps_the_value_and_passes_the_gradient():
     from lipnet.nn import Controller
 

@@ -349,9 +349,16 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
                         and ev["cost_ratio_to_lqr_optimum"] <= roa_state["cost_before"] * (1 + ROA_COST_SLACK)):
                     best.update(score=[share], state=copy.deepcopy(controller.state_dict()), step=step + 1,
                                 cost=ev["cost_ratio_to_lqr_optimum"])
-        if validator is not None and n_warm <= step + 1 <= total_main and (
+        tail = n_warm - int(IMITATION_TAIL * n_warm)
+        if validator is not None and tail <= step + 1 <= total_main and (
                 (step + 1 - n_warm) % tc.eval_every == 0 or step + 1 == total_main):
             _keep_best(best, validator(controller), controller, step + 1)
+            if step + 1 == n_warm and best["step"] != n_warm and step + 1 < total_main:
+                # The imitation's last iterate can be a bad one (its minibatch noise: ball-beam seed 2, 113× the
+                # LQR optimum at the hand-off against 3.9× fifty steps before, and the rollout phase spent ~200
+                # steps of 0.7 s climbing back): the rollout phase starts from its best validated iterate.
+                controller.load_state_dict(best["state"])
+                warm_state = copy.deepcopy(best["state"])
         if (step + 1) % tc.eval_every == 0 or step + 1 == total:
             ev = evaluator(controller)
             row["eval_cost_ratio"], row["eval_success"] = ev["cost_ratio_to_lqr_optimum"], ev["success_rate"]
@@ -446,6 +453,7 @@ def _failing(rows: list[dict]) -> str | None:
 
 WARM_OPTIMIZER = "manifold-adam"  # imitation of MPC demonstrations (see train)
 ROA_OPTIMIZER = "manifold-adam"  # the --roa stage (see train)
+IMITATION_TAIL = 0.25  # the last share of the MPC imitation whose validated best the rollout phase starts from
 ROA_COST_SLACK = 0.10  # the --roa stage may trade this much evaluation cost (relative) for fewer violations
 # The MPC expert replaces the LQR one where the saturated LQR stabilises less than this share of training states.
 AUTO_MPC_BELOW = 0.9
