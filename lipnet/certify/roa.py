@@ -297,6 +297,21 @@ def _pnorm_bound(R, Rinv, jlo, jhi) -> np.ndarray:
     return (a + b) * (1 + 1e-9) + 1e-300
 
 
+def _box_level(P: np.ndarray, w: np.ndarray) -> float:
+    """The largest ρ with `{(x − x_eq)ᵀ P (x − x_eq) ≤ ρ}` inside the box of half-widths w."""
+    return float(np.min(w**2 / np.diag(np.linalg.inv(P))))
+
+
+def _grid(h: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centres and half-widths of the k^n equal sub-boxes of the box `[−h, h]` (around 0)."""
+    n = h.shape[0]
+    edges = [np.linspace(-hi, hi, k + 1) for hi in h]
+    idx = np.stack([g.reshape(-1) for g in np.meshgrid(*[np.arange(k)] * n, indexing="ij")], -1)
+    lo = np.stack([edges[i][idx[:, i]] for i in range(n)], -1)
+    hi = np.stack([edges[i][idx[:, i] + 1] for i in range(n)], -1)
+    return (lo + hi) / 2, (hi - lo) / 2
+
+
 def _quad_range(P, absP, c, r) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper bounds of `dᵀ P d` over the boxes `c ± r` of d (batched): `(‖c‖_P ∓ ‖r‖_{|P|})²`, with
     the lower one clipped at 0 and both rounded outward."""
@@ -464,7 +479,7 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
         offered = [(c, level) for c, level in offered if _usable(c, n)]  # a stored region may be stale or damaged
 
         def ceiling(cand, level) -> float:  # the volume share of a candidate proven whole
-            top = float(np.min(w**2 / np.diag(np.linalg.inv(cand))))
+            top = _box_level(cand, w)
             return _volume_share(cand, top if level is None else min(top, float(level)), w)
 
         def beaten(cand, level=None) -> bool:  # what is proven already covers more than this candidate can
@@ -506,7 +521,7 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
     except np.linalg.LinAlgError:
         raise CertificationError("the Lyapunov matrix P is not positive definite") from None
     Pinv = np.linalg.inv(P)
-    rho_box = float(np.min(w**2 / np.diag(Pinv))) * (1 - 1e-9)
+    rho_box = _box_level(P, w) * (1 - 1e-9)
     if rho_target is not None:
         rho_box = min(rho_box, float(rho_target) * (1 + 1e-9))
 
@@ -516,7 +531,7 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
         RW = np.linalg.cholesky(W).T
         RWinv, Winv, absW = np.linalg.inv(RW), np.linalg.inv(W), np.abs(W)
         d_hi = np.maximum(np.abs(at_eq.lo[0] - x_eq), np.abs(at_eq.hi[0] - x_eq))
-        delta = math.sqrt(float(d_hi @ np.abs(W) @ d_hi)) * (1 + 1e-9)
+        delta = math.sqrt(float(d_hi @ absW @ d_hi)) * (1 + 1e-9)
 
         def gamma_on(level: float) -> float:
             """A bound of ‖J‖_W on `{W ≤ level}`: sub-boxes of its bounding box (4 per axis, 2 above n = 4),
@@ -525,13 +540,7 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
             first cover fails: the max over the cover."""
             h = np.sqrt(level * np.diag(Winv)) * (1 + 1e-9)
             target = 1.0 - 2 * delta / math.sqrt(level) * (1 + 1e-6)  # what `holds` asks of γ at this level
-            k = 4 if n <= 4 else 2
-            edges = [np.linspace(-hi_, hi_, k + 1) for hi_ in h]
-            grids = np.meshgrid(*[np.arange(k)] * n, indexing="ij")
-            idx = np.stack([g.reshape(-1) for g in grids], -1)
-            lo = np.stack([edges[i][idx[:, i]] for i in range(n)], -1)
-            hi = np.stack([edges[i][idx[:, i] + 1] for i in range(n)], -1)
-            c, r = (lo + hi) / 2, (hi - lo) / 2
+            c, r = _grid(h, 4 if n <= 4 else 2)
             worst, spent = 0.0, 0
             while c.shape[0]:
                 inside = _quad_range(W, absW, c, r)[0] <= level  # meets the ellipsoid
@@ -612,13 +621,8 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
     closure = _Closure(plant, policy, P, x_eq)
     absP = np.abs(P)
     h0 = half_widths(rho_box)
-    k0 = max(1, int(round((256 if n <= 4 else 729) ** (1.0 / n))))
-    edges = [np.linspace(-h, h, k0 + 1) for h in h0]
-    grids = np.meshgrid(*[np.arange(k0)] * n, indexing="ij")
-    idx = np.stack([g.reshape(-1) for g in grids], -1)
-    lo = np.stack([edges[i][idx[:, i]] for i in range(n)], -1)
-    hi = np.stack([edges[i][idx[:, i] + 1] for i in range(n)], -1)
-    cs, rs = (lo + hi) / 2 + x_eq, (hi - lo) / 2
+    cs, rs = _grid(h0, max(1, int(round((256 if n <= 4 else 729) ** (1.0 / n)))))
+    cs = cs + x_eq
     min_r = h0 * 2.0**-14
 
     heap: list = []
@@ -725,7 +729,7 @@ def sampled_region(plant, policy: Policy, P: np.ndarray | None = None, box=None,
     ok = np.isfinite(x.numpy()).all(-1) & (np.abs(x.numpy() - x_eq).max(-1) < tol)
     bad = v0[~ok]
     rho = float(bad.min()) if bad.size else float(v0.max())
-    rho = min(rho, float(np.min(w**2 / np.diag(np.linalg.inv(P)))))
+    rho = min(rho, _box_level(np.asarray(P), w))
     return {"kind": "sublevel", "V": "quadratic", "P": np.asarray(P).tolist(), "x_eq": x_eq.tolist(),
             "rho": rho, "box": [(x_eq - w).tolist(), (x_eq + w).tolist()], "certified": False,
             "estimate": True, "method": f"sampled estimate ({samples} starts, {steps} steps)",

@@ -69,15 +69,12 @@ class Evaluator:
             self.optimum = lqr.cost(x0)
             roll = plants.rollout(plant, lqr.policy, x0, horizon=horizon, terminal=self.terminal)
         self.lqr_policy_cost = roll.cost
-        self.lqr_success = self._success(roll)
-
-    def _success(self, roll) -> torch.Tensor:
-        return stabilised(self.plant, roll)
+        self.lqr_success = stabilised(plant, roll)
 
     @torch.no_grad()
     def __call__(self, controller) -> dict:
         roll = plants.rollout(self.plant, controller, self.x0, horizon=self.horizon, terminal=self.terminal)
-        success = self._success(roll)
+        success = stabilised(self.plant, roll)
         cost = roll.cost
         finite = torch.isfinite(cost)
         both = success & self.lqr_success
