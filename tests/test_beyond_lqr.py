@@ -132,6 +132,32 @@ def test_rollout_cost_over_stabilised_starts_ignores_the_lost_ones():
     assert plain > 1.2 * both  # without the option it counts
 
 
+def test_stabilised_starts_are_fixed_for_one_batch_of_starts():
+    """One optimiser step evaluates the loss on the same starts at several trial points: the starts averaged over
+    are those of the first evaluation, so the loss does not jump where a trial point loses (or catches) a start;
+    a new batch decides afresh."""
+    p = plants.load("pendulum?task=swingup")
+    lqr = plants.lqr(p)
+    x0 = torch.tensor([[0.2, 0.0], [-0.3, 0.1]])
+    weight = torch.ones(2, 1)  # per start (rows keep their order through the rollout)
+
+    def policy(x):
+        return lqr.policy(x) * weight
+
+    obj = RolloutObjective(p, lqr, 200, "none", stabilised_only=True)
+    first = obj(policy, x0)
+    weight[1] = 0.0  # a trial point that loses the second start only
+    with torch.no_grad():
+        roll = plants.rollout(p, policy, x0, horizon=200)
+        assert stabilised(p, roll).tolist() == [True, False]
+        trial = obj(policy, x0)
+    torch.testing.assert_close(trial, roll.cost.mean() / lqr.cost(x0).mean())  # still over both starts
+    fresh = RolloutObjective(p, lqr, 200, "none", stabilised_only=True)(policy, x0)
+    torch.testing.assert_close(fresh, roll.cost[:1].mean() / lqr.cost(x0[:1]).mean())  # decided at this point
+    weight[1] = 1.0
+    torch.testing.assert_close(obj(policy, x0.clone()), first)  # a new batch of the same states
+
+
 def test_training_report_has_both_success_rates(tmp_path):
     cfg = RunConfig(plant="double_integrator")
     cfg.train.steps, cfg.train.batch, cfg.train.eval_batch, cfg.controller.hidden = 3, 8, 16, [4]
@@ -155,6 +181,12 @@ def test_mpc_path_uses_relu_the_manifold_adam_warm_start_and_resumes_exactly(tmp
     whole = train(_tiny_mpc_config(), tmp_path / "whole", progress=False, log=lambda *a: None)
     s = whole.summary
     assert s["expert"] == "mpc" and s["activation"] == "relu" and s["warm_start_optimizer"] == "manifold-adam"
+    # the bound admits an expert that switches between the actuator limits: 16 × the scaled LQR gain, not 4 ×
+    assert s["lipschitz_source"].startswith("auto: 16 ×")
+    lqr_path = _tiny_mpc_config()
+    lqr_path.train.expert = "lqr"
+    assert train(lqr_path, tmp_path / "lqr", progress=False, log=lambda *a: None).summary[
+        "lipschitz_source"].startswith("auto: 4 ×")
     assert s["terminal"] == "none" and s["training_horizon"] == 12 and s["moved_from_warm_start"] is not None
     assert s["imitation_pairs"] == 4 * 12 + 16  # the demonstrations' pairs and the expert's labels on spread states
     assert [r["objective"] for r in whole.metrics[:7]] == ["imitation"] * 6 + ["rollout"]

@@ -32,7 +32,7 @@ class ControllerConfig:
     layer: str = "frobenius"
     saturation: str = "clip"  # full actuator authority, like the saturated LQR it is compared with
     lipschitz: float = 0.0  # 0: derived from the plant (lipschitz_factor × LQR gain in the scaled coordinates)
-    lipschitz_factor: float = 4.0
+    lipschitz_factor: float = 0.0  # 0: auto, 4 with the LQR expert, 16 with the MPC expert (lipnet.train.loop)
     n_x: int = 0  # 0: from the plant; otherwise checked against it
     n_u: int = 0
 
@@ -53,9 +53,9 @@ class ControllerConfig:
         if not (self.lipschitz == 0.0 or (math.isfinite(self.lipschitz) and self.lipschitz > 0)):
             raise LipnetArgument(f"--lipschitz must be a finite number > 0 (or 0 / absent for the automatic bound), "
                                  f"got {self.lipschitz!r}")
-        if not (math.isfinite(self.lipschitz_factor) and self.lipschitz_factor > 0):
-            raise LipnetArgument(f"[controller] lipschitz_factor must be a finite number > 0 (default 4), got "
-                                 f"{self.lipschitz_factor!r}")
+        if not (self.lipschitz_factor == 0.0 or (math.isfinite(self.lipschitz_factor) and self.lipschitz_factor > 0)):
+            raise LipnetArgument(f"[controller] lipschitz_factor must be a finite number > 0 (or 0 for the automatic "
+                                 f"one: 4, or 16 with the MPC expert), got {self.lipschitz_factor!r}")
         for name in ("n_x", "n_u"):
             if getattr(self, name) < 0:
                 raise LipnetArgument(f"[controller] {name} must be >= 0 (0: from the plant), got "

@@ -48,6 +48,7 @@ class RolloutObjective:
         self.terminal = lqr.P if terminal == "lqr" else None  # the matrix: no LQR re-solve per step
         self.compile = compile
         self._compiled: tuple[Callable, plants.CompiledRollout] | None = None
+        self._kept_for: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _rollout(self, policy: Callable, x0: torch.Tensor) -> plants.Rollout:
         if not self.compile:
@@ -59,11 +60,22 @@ class RolloutObjective:
     def __call__(self, policy: Callable, x0: torch.Tensor) -> torch.Tensor:
         roll = self._rollout(policy, x0)
         if self.stabilised_only:
-            with torch.no_grad():
-                keep = stabilised(self.plant, roll)
+            keep = self._kept(x0, roll)
             if keep.any():
                 return roll.cost[keep].mean() / self.lqr.cost(x0[keep]).mean().clamp_min(1e-12)
         return roll.cost.mean() / self.lqr.cost(x0).mean().clamp_min(1e-12)
+
+    def _kept(self, x0: torch.Tensor, roll: plants.Rollout) -> torch.Tensor:
+        """The starts to average over, fixed by the first evaluation on this batch of starts (one optimiser step
+        evaluates the same `x0` several times). Re-deciding them at every trial point made the loss jump wherever
+        a start crossed the success line: sphere-mm's decrease check failed on the jumps, its curvature estimate
+        β grew to ~1e6 and the rollout phase stood still (quadrotor: θ ~ 1e-8 for 100 steps)."""
+        if self._kept_for is not None and self._kept_for[0] is x0:
+            return self._kept_for[1]
+        with torch.no_grad():
+            keep = stabilised(self.plant, roll)
+        self._kept_for = (x0, keep)
+        return keep
 
 
 class ImitationObjective:
