@@ -208,6 +208,40 @@ def test_an_offered_region_is_verified_up_to_its_level_and_an_inflated_one_is_no
     assert inflated["rho"] < 2 * region["rho"] * (1 - 1e-6) and _all_converge(plant, policy, inflated)
 
 
+def test_the_controller_tries_the_lqr_own_region_before_an_offered_target(monkeypatch):
+    """The saturated LQR's region proven in a shape of its own is the one to match: the controller's search takes it
+    before a `train --roa` target, which may be far harder (PVTOL: the target's search took the whole budget), and
+    the LQR's proof in the target's shape after it."""
+    import lipnet.certify.roa as roa
+
+    plant = plants.load("pendulum")
+    K = np.asarray(plants.lqr(plant).K)
+    target = {"P": roa.shaped_lyapunov(roa.linearisation(plant, lqr_policy(plant)), roa.region_box(plant, None),
+                                       0.99).tolist(), "rho": 1.0}
+    seen, lqr_proven = {}, []
+    real_search, real_lqr = roa.certify_region, roa.lqr_region
+
+    def spy(plant_, policy, **kw):
+        seen.setdefault(policy.name, kw.get("also_try"))  # its own inner attempts offer nothing
+        return real_search(plant_, policy, **kw)
+
+    def lqr_spy(*a, proven=None, **kw):
+        out = real_lqr(*a, proven=proven, **kw)
+        lqr_proven.extend(proven)
+        return out
+
+    monkeypatch.setattr(roa, "certify_region", spy)
+    monkeypatch.setattr(roa, "lqr_region", lqr_spy)
+    net = _anchored_mlp(K, plant.u_eq, 5.0, 0, eps=0.05)
+    region_certificates(net, plant, seconds=4, offer=[target])
+    own = [r for r in lqr_proven if not r["offered"]]
+    assert own, "the LQR proves a region in its own shape"
+    tried = next(v for k, v in seen.items() if k != lqr_policy(plant).name)
+    top = max(own, key=lambda r: r["volume_share"])
+    assert tried[0] == {"P": top["P"], "rho": top["rho"]} and tried[1] == target
+    assert len(tried) == 2 + any(r["offered"] for r in lqr_proven)
+
+
 def test_no_equilibrium_is_reported_with_the_residual():
     plant = plants.load("pendulum")
     policy = linear_policy(np.asarray(plants.lqr(plant).K), plant.x_eq, plant.u_eq + 0.5)

@@ -417,7 +417,7 @@ def _lyapunov(a_cl: np.ndarray, Q: np.ndarray) -> np.ndarray:
 
 def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_boxes: int | None = MAX_BOXES,
                    Q=None, batch: int = 2048, P=None, rho_target: float | None = None,
-                   also_try: list | None = None) -> dict:
+                   also_try: list | None = None, proven: list | None = None) -> dict:
     """The largest certified sublevel set `{V ≤ ρ}` of the closed loop (module docstring) inside the stated box.
 
     Returns the `closed_loop.region` dict of `certificate.json` (`certified` is False, with a `reason`, when no
@@ -429,6 +429,8 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
     `OFFERED_SHARE` of the budget: for a controller that does at least as well as that law, the cheapest way to a
     region at least as large; the policy's own shapes then get what is left and may beat it. An offered region
     the box cap cut short, and larger than anything proven by then, is searched again at the end with no cap.
+    `proven`, a list, receives every region the search proved (`{"P", "rho", "volume_share", "offered"}`,
+    `offered`: whether its shape came from `also_try`).
     """
     t0 = time.perf_counter()
     n = plant.n_x
@@ -461,12 +463,15 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
         plain = _lyapunov(a_cl, np.asarray(plant.Q if Q is None else Q, dtype=np.float64))
         best, tried, whole = None, 0, False
 
-        def attempt(cand, budget, level=None, cap=max_boxes):
+        def attempt(cand, budget, level=None, cap=max_boxes, offered=False):
             nonlocal best, tried
             target = level if rho_target is None else (rho_target if level is None else min(level, rho_target))
             res = certify_region(plant, policy, box=box, seconds=max(budget, 1e-3), max_boxes=cap,
                                  batch=batch, P=cand, rho_target=target)
             tried += 1
+            if proven is not None and res.get("certified") and res.get("rho", 0) > 0:
+                proven.append({"P": res["P"], "rho": res["rho"], "volume_share": res.get("volume_share") or 0.0,
+                               "offered": offered})
             if best is None or (res.get("volume_share") or 0) > (best.get("volume_share") or 0):
                 best = res
             return res
@@ -490,7 +495,7 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
             left = seconds - (time.perf_counter() - t0)
             if beaten(cand, level):
                 continue
-            res = attempt(cand, OFFERED_SHARE * left / (len(offered) - i), level)
+            res = attempt(cand, OFFERED_SHARE * left / (len(offered) - i), level, offered=True)
             if closed(res):
                 whole = True
             elif max_boxes is not None and res.get("stopped") == f"budget reached ({max_boxes} boxes)":
@@ -513,7 +518,7 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
         for i, (cand, level) in enumerate(cut_short):
             left = seconds - (time.perf_counter() - t0)
             if left > 0 and not beaten(cand, level):
-                attempt(cand, left / (len(cut_short) - i), level, cap=None)
+                attempt(cand, left / (len(cut_short) - i), level, cap=None, offered=True)
         return best | {"seconds": time.perf_counter() - t0, "shapes_tried": tried}
     P = np.asarray(P, dtype=np.float64)
     try:
@@ -742,12 +747,13 @@ def default_seconds(n_x: int) -> float:
     return 120.0 if n_x <= 4 else 600.0
 
 
-def lqr_region(plant, lqr=None, box=None, seconds: float | None = None, offer: list | None = None) -> dict:
+def lqr_region(plant, lqr=None, box=None, seconds: float | None = None, offer: list | None = None,
+               proven: list | None = None) -> dict:
     """The saturated LQR's certified region, with the share of the budget `region_certificates` gives it (half of
     `default_seconds(n_x)` by default): the one region `certify` reports and `train --roa` aims beyond. `offer`:
-    regions to try first (`certify_region`'s `also_try`)."""
+    regions to try first (`certify_region`'s `also_try`); `proven` receives every region proven on the way."""
     seconds = default_seconds(plant.n_x) / 2 if seconds is None else float(seconds)
-    return certify_region(plant, lqr_policy(plant, lqr), box=box, seconds=seconds, also_try=offer)
+    return certify_region(plant, lqr_policy(plant, lqr), box=box, seconds=seconds, also_try=offer, proven=proven)
 
 
 def region_certificates(controller, plant, seconds: float | None = None, box=None, claim: dict | None = None,
@@ -763,7 +769,7 @@ def region_certificates(controller, plant, seconds: float | None = None, box=Non
     gets sampled estimates (`certified: false`, `estimate: true`) and the reason.
     """
     seconds = default_seconds(plant.n_x) if seconds is None else float(seconds)
-    out = {}
+    out, lqr_proven = {}, []
     pols = [("region", mlp_policy(controller))]
     if lqr and claim is None:  # the LQR first: its proven shape is one more candidate for the controller's V
         pols.insert(0, ("region_lqr", lqr_policy(plant)))
@@ -773,11 +779,10 @@ def region_certificates(controller, plant, seconds: float | None = None, box=Non
             if claim is not None:
                 out[key] = verify_region(plant, pol, claim, seconds=seconds)
             else:
-                ref = out.get("region_lqr") or {}
-                offered = list(offer or []) + ([{"P": ref["P"], "rho": ref["rho"]}] if key == "region"
-                                               and ref.get("certified") and ref.get("P") else [])
+                offered = list(offer or []) if key == "region_lqr" else _offer_to_controller(lqr_proven, offer)
                 if key == "region_lqr":
-                    out[key] = lqr_region(plant, box=box, seconds=seconds / 2, offer=offered or None)
+                    out[key] = lqr_region(plant, box=box, seconds=seconds / 2, offer=offered or None,
+                                          proven=lqr_proven)
                 else:
                     out[key] = certify_region(plant, pol, box=box, seconds=seconds, also_try=offered or None)
         except Uncertifiable as exc:
@@ -789,6 +794,22 @@ def region_certificates(controller, plant, seconds: float | None = None, box=Non
         except NoEquilibrium as exc:
             out[key] = {"kind": "sublevel", "certified": False, "rho": 0.0, "policy": pol.name, "reason": str(exc)}
     return {k: out[k] for k in ("region", "region_lqr") if k in out}
+
+
+def _offer_to_controller(lqr_proven: list, offer: list | None) -> list:
+    """What the controller's search tries first: the largest region the saturated LQR proved in a shape of its own
+    (the region to match, and the likeliest to hold for a law that started from it), then the offered targets, then
+    the largest the LQR proved in one of those shapes. Offered only the LQR's best region, which on PVTOL after
+    `train --roa` was the target's shape that the network barely contracts (rate 0.99999), the network proved
+    0.001 × the LQR's region; offered the LQR's own shape too, it keeps its default 1.02 % of the box (0.72 ×)."""
+    def largest(offered: bool) -> list:
+        group = [r for r in lqr_proven if r["offered"] == offered]
+        if not group:
+            return []
+        top = max(group, key=lambda r: r["volume_share"])
+        return [{"P": top["P"], "rho": top["rho"]}]
+
+    return largest(False) + list(offer or []) + largest(True)
 
 
 def verify_region(plant, policy: Policy, claim: dict, seconds: float = 120.0) -> dict:
