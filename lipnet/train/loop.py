@@ -243,7 +243,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
     # it is chosen on validation states of its own, so the evaluation states stay held out.
     validator = None
     if mpc:
-        x_val = plant.sample_initial(max(64, tc.eval_batch // 2), "eval",
+        x_val = plant.sample_initial(max(64, VALIDATION_FACTOR * tc.eval_batch), "eval",
                                      generator=torch.Generator().manual_seed(cfg.seed + 2), dtype=dtype)
         validator = Evaluator(plant, lqr, x_val, plant.horizon, terminal)
     best = {"score": None, "state": None, "step": 0}
@@ -455,6 +455,10 @@ def _failing(rows: list[dict]) -> str | None:
 WARM_OPTIMIZER = "manifold-adam"  # imitation of MPC demonstrations (see train)
 ROA_OPTIMIZER = "manifold-adam"  # the --roa stage (see train)
 LQR_LIPSCHITZ_FACTOR, MPC_LIPSCHITZ_FACTOR = 4.0, 16.0  # the automatic bound, × the scaled LQR gain (plan.py)
+# Validation starts per evaluation start. The keep-best takes the most successful of ~15–40 noisy iterates, so a
+# small validation set picks lucky ones: with half the evaluation's 512 starts (success std ~1.4 points) cart-pole
+# wide seed 0 kept a controller with 92.0 % on the held-out starts; with 3 × (std ~0.6) 98.4 %.
+VALIDATION_FACTOR = 3
 IMITATION_TAIL = 0.25  # the last share of the MPC imitation whose validated best the rollout phase starts from
 ROA_COST_SLACK = 0.10  # the --roa stage may trade this much evaluation cost (relative) for fewer violations
 # The MPC expert replaces the LQR one where the saturated LQR stabilises less than this share of training states.
