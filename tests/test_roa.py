@@ -233,7 +233,7 @@ def test_the_controller_tries_the_lqr_own_region_before_an_offered_target(monkey
     monkeypatch.setattr(roa, "certify_region", spy)
     monkeypatch.setattr(roa, "lqr_region", lqr_spy)
     net = _anchored_mlp(K, plant.u_eq, 5.0, 0, eps=0.05)
-    region_certificates(net, plant, seconds=20, offer=[target])  # closes in ~1 s
+    region_certificates(net, plant, seconds=20, offer=[target])  # closes in ~4 s
     own = [r for r in lqr_proven if not r["offered"]]
     assert own, "the LQR proves a region in its own shape"
     tried = next(v for k, v in seen.items() if k != lqr_policy(plant).name)
