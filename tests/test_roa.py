@@ -306,6 +306,29 @@ def test_cli_roa_box_bad_input_is_one_line(tmp_path, capsys):
     assert "--roa-box" in capsys.readouterr().err
 
 
+def test_train_roa_stage_guards_on_starts_of_its_own_not_the_evaluation_ones(tmp_path, monkeypatch):
+    """The --roa stage's guard (no lost start, bounded cost) decides on its own starts: the held-out evaluation
+    starts the report states are never used to choose the returned controller."""
+    import lipnet.train.loop as loop
+    from lipnet.train.config import RunConfig
+
+    sizes = []
+
+    class Spy(loop.Evaluator):
+        def __call__(self, controller):
+            sizes.append(self.x0.shape[0])
+            return super().__call__(controller)
+
+    monkeypatch.setattr(loop, "Evaluator", Spy)
+    cfg = RunConfig(plant="pendulum")
+    cfg.train.steps, cfg.train.roa_steps, cfg.train.batch, cfg.train.eval_batch = 4, 4, 16, 16
+    cfg.train.eval_every, cfg.controller.hidden = 2, [8]
+    res = loop.train(cfg, tmp_path / "r", progress=False, log=lambda *a: None)
+    assert res.summary["expert"] == "lqr"  # no validator on this path: the guard brings its own starts
+    guard_size = max(64, loop.VALIDATION_FACTOR * 16)
+    assert guard_size in sizes and set(sizes) == {16, guard_size}
+
+
 def test_train_roa_stage_runs_last_records_itself_and_resumes(tmp_path):
     import json
 
