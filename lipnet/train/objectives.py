@@ -67,9 +67,9 @@ class RolloutObjective:
 
     def _kept(self, x0: torch.Tensor, roll: plants.Rollout) -> torch.Tensor:
         """The starts to average over, fixed by the first evaluation on this batch of starts (one optimiser step
-        evaluates the same `x0` several times). Re-deciding them at every trial point made the loss jump wherever
-        a start crossed the success line: sphere-mm's decrease check failed on the jumps, its curvature estimate
-        β grew to ~1e6 and the rollout phase stood still (quadrotor: θ ~ 1e-8 for 100 steps)."""
+        evaluates the same `x0` several times). Re-deciding them at every trial point made the loss discontinuous:
+        a trial step that lost or caught a start moved the loss by that start's share, which sphere-mm's decrease
+        check reads as curvature (its β then only grows)."""
         if self._kept_for is not None and self._kept_for[0] is x0:
             return self._kept_for[1]
         with torch.no_grad():
