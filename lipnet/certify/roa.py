@@ -312,6 +312,16 @@ def _grid(h: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return (lo + hi) / 2, (hi - lo) / 2
 
 
+def _halve(c: np.ndarray, r: np.ndarray, axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The boxes `c ± r` each split in two along its own `axis`: centres and half-widths of the halves."""
+    rows = np.arange(c.shape[0])
+    r = r.copy()
+    r[rows, axis] *= 0.5
+    shift = np.zeros_like(r)
+    shift[rows, axis] = r[rows, axis]
+    return np.concatenate([c - shift, c + shift]), np.concatenate([r, r])
+
+
 def _quad_range(P, absP, c, r) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper bounds of `dᵀ P d` over the boxes `c ± r` of d (batched): `(‖c‖_P ∓ ‖r‖_{|P|})²`, with
     the lower one clipped at 0 and both rounded outward."""
@@ -561,13 +571,7 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
                     return max(worst, float(bound.max()))
                 worst = max(worst, float(bound[~over].max(initial=0.0)))
                 c, r = c[over], r[over]
-                axis = np.argmax(r / h, axis=-1)  # the widest side relative to the ellipsoid's extent
-                rows = np.arange(c.shape[0])
-                r = r.copy()
-                r[rows, axis] *= 0.5
-                shift = np.zeros_like(r)
-                shift[rows, axis] = r[rows, axis]
-                c, r = np.concatenate([c - shift, c + shift]), np.concatenate([r, r])
+                c, r = _halve(c, r, np.argmax(r / h, axis=-1))  # the widest side relative to the ellipsoid
             return worst
 
         def holds(level: float, gm: float) -> bool:
@@ -679,12 +683,7 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
         c, r, axis = c[~small], r[~small], axis[~small]
         if c.shape[0] == 0:
             continue
-        rows = np.arange(c.shape[0])
-        r2 = r.copy()
-        r2[rows, axis] *= 0.5
-        shift = np.zeros_like(r2)
-        shift[rows, axis] = r2[rows, axis]
-        push(np.concatenate([c - shift, c + shift]), np.concatenate([r2, r2]))
+        push(*_halve(c, r, axis))
     rho = rho_best * (1 - 1e-9)
     if local_norm == "W" and rho < rho_cover:
         # The decrease was not proven out to the level covering {W ≤ σ}: only V's own local region stands.
