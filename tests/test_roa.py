@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import plants
 from lipnet.certify import intervals as iv
+from lipnet.certify import roa
 from lipnet.certify.network import MLP
 from lipnet.certify.roa import (
     NoEquilibrium,
@@ -206,6 +207,21 @@ def test_an_offered_region_is_verified_up_to_its_level_and_an_inflated_one_is_no
     P = np.asarray(region["P"])
     inflated = certify_region(plant, policy, box=[3.0, 6.0], seconds=10, P=P, rho_target=2 * region["rho"])
     assert inflated["rho"] < 2 * region["rho"] * (1 - 1e-6) and _all_converge(plant, policy, inflated)
+
+
+def test_a_search_cut_short_by_the_box_cap_resumes_from_its_open_boxes():
+    plant = plants.load("vanderpol")
+    pol = roa.lqr_policy(plant)
+    a = roa.linearisation(plant, pol)
+    radius = float(np.max(np.abs(np.linalg.eigvals(a))))
+    P = roa.shaped_lyapunov(a, roa.region_box(plant), radius + (1 - radius) * 0.9)
+    full = roa.certify_region(plant, pol, P=P, max_boxes=None, seconds=60, batch=256)
+    cont: list = []
+    part = roa.certify_region(plant, pol, P=P, max_boxes=1000, seconds=60, batch=256, resume=cont)
+    assert part["stopped"] == "budget reached (1000 boxes)" and part["rho"] < full["rho"]
+    done = cont[0](60, None)
+    assert done["rho"] == full["rho"] and done["subboxes"] == full["subboxes"]  # no box evaluated twice
+    assert done["stopped"] == full["stopped"]
 
 
 def test_the_controller_tries_the_lqr_own_region_before_an_offered_target(monkeypatch):
@@ -423,6 +439,35 @@ def test_roa_target_is_twice_the_lqr_volume_in_a_shape_the_controller_contracts(
     # an uncertified reference is ignored
     P_own, _ = target_shape(plant, ctl, reference={"certified": False, "P": P_ref.tolist(), "rho": 1.0})
     assert np.allclose(P_own, target_shape(plant, ctl)[0])
+
+
+def test_roa_target_comes_from_a_gentler_local_law_within_the_cost_budget_where_the_own_shapes_fall_short():
+    from lipnet.certify.roa import _volume_share, linearisation, mlp_policy, region_box
+    from lipnet.train.lyapunov import COST_BUDGET, _lq_cost, _rate, _shapes, target_shape
+
+    plant = plants.load("ballbeam")
+    lin = plants.lqr(plant)
+    ctl = _anchored_mlp(np.asarray(lin.K), plant.u_eq, 1.0, 0, eps=0.0)  # the LQR gain, exactly, near x_eq
+    w = region_box(plant)
+    a_cl = linearisation(plant, mlp_policy(ctl))
+    own_best = max(_volume_share(S, 1.0, w) for S in _shapes(a_cl, w).values())
+    ref_P = np.diag(1.0 / w**2) * 30.0
+    ref = {"certified": True, "P": ref_P.tolist(), "rho": 1.0}
+    growth = 1.3 * own_best / _volume_share(ref_P, 1.0, w)  # more than any shape the LQR gain contracts
+    P, rate = target_shape(plant, ctl, reference=ref, growth=growth)
+    assert _volume_share(P, 1.0, w) == pytest.approx(1.3 * own_best, rel=1e-9)
+    assert float(np.min(w**2 / np.diag(np.linalg.inv(P)))) >= 1.0 - 1e-9  # inside the box
+    assert _rate(a_cl, P) >= 1.0  # the controller's own gain does not contract it: the stage must change it
+    # ... but a gain within the cost budget does, at the returned rate
+    A, B, Q, R = (np.asarray(v, dtype=np.float64) for v in (lin.A, lin.B, plant.Q, plant.R))
+    k_own = np.linalg.lstsq(B, A - a_cl, rcond=None)[0]
+    base = _lq_cost(A, B, k_own, Q, R, w)
+    from lipnet.train.lyapunov import BLENDS, _region_gain
+
+    k_roa = _region_gain(plant, A, B, w, a_cl)
+    fits = [a for a in BLENDS if _lq_cost(A, B, (1 - a) * k_own + a * k_roa, Q, R, w) <= base * (1 + COST_BUDGET)
+            and _rate(A - B @ ((1 - a) * k_own + a * k_roa), P) == pytest.approx(rate, rel=1e-9)]
+    assert fits and rate < 1
 
 
 @settings(max_examples=12, deadline=None)

@@ -427,7 +427,7 @@ def _lyapunov(a_cl: np.ndarray, Q: np.ndarray) -> np.ndarray:
 
 def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_boxes: int | None = MAX_BOXES,
                    Q=None, batch: int = 2048, P=None, rho_target: float | None = None,
-                   also_try: list | None = None, proven: list | None = None) -> dict:
+                   also_try: list | None = None, proven: list | None = None, resume: list | None = None) -> dict:
     """The largest certified sublevel set `{V ≤ ρ}` of the closed loop (module docstring) inside the stated box.
 
     Returns the `closed_loop.region` dict of `certificate.json` (`certified` is False, with a `reason`, when no
@@ -440,7 +440,8 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
     region at least as large; the policy's own shapes then get what is left and may beat it. An offered region
     the box cap cut short, and larger than anything proven by then, is searched again at the end with no cap.
     `proven`, a list, receives every region the search proved (`{"P", "rho", "volume_share", "offered"}`,
-    `offered`: whether its shape came from `also_try`).
+    `offered`: whether its shape came from `also_try`). `resume`, a list, receives (with `P` given) the search's
+    continuation `search(seconds, max_boxes) -> dict`: a search cut short resumes from its open boxes.
     """
     t0 = time.perf_counter()
     n = plant.n_x
@@ -473,12 +474,16 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
         plain = _lyapunov(a_cl, np.asarray(plant.Q if Q is None else Q, dtype=np.float64))
         best, tried, whole = None, 0, False
 
-        def attempt(cand, budget, level=None, cap=max_boxes, offered=False):
+        def attempt(cand, budget, level=None, cap=max_boxes, offered=False, resume=None, cont=None):
+            """One candidate's search (or, with `cont`, more of a search cut short); `resume` gets its continuation."""
             nonlocal best, tried
             target = level if rho_target is None else (rho_target if level is None else min(level, rho_target))
-            res = certify_region(plant, policy, box=box, seconds=max(budget, 1e-3), max_boxes=cap,
-                                 batch=batch, P=cand, rho_target=target)
-            tried += 1
+            if cont is not None:
+                res = cont(max(budget, 1e-3), cap)
+            else:
+                res = certify_region(plant, policy, box=box, seconds=max(budget, 1e-3), max_boxes=cap,
+                                     batch=batch, P=cand, rho_target=target, resume=resume)
+                tried += 1
             if proven is not None and res.get("certified") and res.get("rho", 0) > 0:
                 proven.append({"P": res["P"], "rho": res["rho"], "volume_share": res.get("volume_share") or 0.0,
                                "offered": offered})
@@ -500,16 +505,17 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
         def beaten(cand, level=None) -> bool:  # what is proven already covers more than this candidate can
             return best is not None and (best.get("volume_share") or 0) >= ceiling(cand, level)
 
-        cut_short = []  # offered regions the box cap stopped: a second chance, uncapped, at the end
+        cut_short = []  # offered regions the box cap stopped: resumed, uncapped, at the end
         for i, (cand, level) in enumerate(offered):
             left = seconds - (time.perf_counter() - t0)
-            if beaten(cand, level):
+            if beaten(cand, level) or any(_same_region(cand, level, c, lv) for c, lv in offered[:i]):
                 continue
-            res = attempt(cand, OFFERED_SHARE * left / (len(offered) - i), level, offered=True)
+            cont: list = []
+            res = attempt(cand, OFFERED_SHARE * left / (len(offered) - i), level, offered=True, resume=cont)
             if closed(res):
                 whole = True
-            elif max_boxes is not None and res.get("stopped") == f"budget reached ({max_boxes} boxes)":
-                cut_short.append((cand, level))
+            elif max_boxes is not None and res.get("stopped") == f"budget reached ({max_boxes} boxes)" and cont:
+                cut_short.append((cand, level, cont[0]))
         for i, cand in enumerate(shapes):
             left = seconds - (time.perf_counter() - t0)
             # An even split of what is left: a rounder shape that fails must not eat the whole budget (every
@@ -522,13 +528,13 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
             whole = True
         if not whole:
             attempt(plain, (seconds - (time.perf_counter() - t0)) / (1 + len(cut_short)))
-        # An offered region larger than anything proven, whose search the box cap cut short, gets the time left
-        # with no cap: PVTOL's network proves the LQR's region whole only that way (1.8M boxes, 150 s), while the
-        # quadrotor's own shapes beat its LQR's region within the cap and never need it.
-        for i, (cand, level) in enumerate(cut_short):
+        # An offered region larger than anything proven, whose search the box cap cut short, resumes with the time
+        # left and no cap: PVTOL's network proves the LQR's region whole only that way (1.8M boxes, 150 s), while
+        # the quadrotor's own shapes beat its LQR's region within the cap and never need it.
+        for i, (cand, level, cont) in enumerate(cut_short):
             left = seconds - (time.perf_counter() - t0)
             if left > 0 and not beaten(cand, level):
-                attempt(cand, left / (len(cut_short) - i), level, cap=None, offered=True)
+                attempt(cand, left / (len(cut_short) - i), level, cap=None, offered=True, cont=cont)
         return best | {"seconds": time.perf_counter() - t0, "shapes_tried": tried}
     P = np.asarray(P, dtype=np.float64)
     try:
@@ -647,60 +653,82 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
             counter += 1
 
     push(cs, rs)
-    rho_best = rho_box
-    processed = 0
-    reason = "every box closed"
-    while heap:
-        if heap[0][0] >= rho_best:
-            break
-        over = ("time" if time.perf_counter() - t0 > seconds else
-                "boxes" if max_boxes is not None and processed > max_boxes else
-                "memory" if len(heap) > MAX_PENDING else None)
-        if over is not None:
-            rho_best = min(rho_best, heap[0][0])
-            reason = {"time": f"budget reached ({seconds:g} s)", "boxes": f"budget reached ({max_boxes} boxes)",
-                      "memory": f"memory cap reached ({MAX_PENDING} open boxes)"}[over]
-            break
-        items = [heapq.heappop(heap) for _ in range(min(batch, len(heap)))]
-        items = [it for it in items if it[0] < rho_best]
-        if not items:
-            break
-        c = np.stack([it[2] for it in items])
-        r = np.stack([it[3] for it in items])
-        vmin = np.array([it[0] for it in items])
-        processed += len(items)
-        ub, contrib = closure.dv_upper(c, r)
-        open_ = ub >= 0
-        if not open_.any():
-            continue
-        c, r, vmin, contrib = c[open_], r[open_], vmin[open_], contrib[open_]
-        axis = np.argmax(contrib, axis=-1)
-        rows = np.arange(c.shape[0])
-        small = r[rows, axis] <= min_r[axis]
-        if small.any():
-            rho_best = min(rho_best, float(vmin[small].min()))
-            reason = "a box at the smallest size still has ΔV ≥ 0 (at or beyond the certified level)"
-        c, r, axis = c[~small], r[~small], axis[~small]
-        if c.shape[0] == 0:
-            continue
-        push(*_halve(c, r, axis))
-    rho = rho_best * (1 - 1e-9)
-    if local_norm == "W" and rho < rho_cover:
-        # The decrease was not proven out to the level covering {W ≤ σ}: only V's own local region stands.
-        rho0, gamma, ultimate, local_norm = v_local[0], v_local[1], v_local[2], "V"
-        rho = rho0
-        if rho0 <= 0 or ultimate**2 * 4 > rho0:
-            return base | {"certified": False, "rho": 0.0, "P": P.tolist(), "seconds": time.perf_counter() - t0,
-                           "subboxes": processed, "reason": "neither the local contraction in V nor the decrease "
-                           "out to the W-local region could be proven"}
-    rho = min(max(rho0, rho), rho_box)
-    vol = _volume_share(P, rho, w)
-    return base | {"certified": True, "rho": rho, "P": P.tolist(), "rho_local": rho0, "contraction": gamma,
-                   "local_norm": "V" if local_norm == "V" else "W (plain Lyapunov P of the linearisation)",
-                   "ultimate_bound": ultimate, "volume_share": vol, "subboxes": processed,
-                   "seconds": time.perf_counter() - t0, "stopped": reason,
-                   "method": "interval enclosures of F and its Jacobian (float64, outward rounding): local "
-                             "P-norm contraction, then centred-form ΔV < 0 by branch-and-bound"}
+    state = {"rho_best": rho_box, "processed": 0, "reason": "every box closed", "spent": time.perf_counter() - t0}
+
+    def search(budget: float, cap: int | None) -> dict:
+        """Run the branch-and-bound for `budget` more seconds and at most `cap` more boxes, from where it stopped:
+        the open boxes stay on the heap, so a search cut short can be resumed."""
+        t_run = time.perf_counter()
+        start = state["processed"]
+        rho_best, stop = state["rho_best"], None
+        while heap:
+            if heap[0][0] >= rho_best:
+                break
+            over = ("time" if time.perf_counter() - t_run > budget else
+                    "boxes" if cap is not None and state["processed"] - start > cap else
+                    "memory" if len(heap) > MAX_PENDING else None)
+            if over is not None:
+                stop = {"time": f"budget reached ({state['spent'] + budget:g} s)",
+                        "boxes": f"budget reached ({cap} boxes)",
+                        "memory": f"memory cap reached ({MAX_PENDING} open boxes)"}[over]
+                break
+            items = [heapq.heappop(heap) for _ in range(min(batch, len(heap)))]
+            items = [it for it in items if it[0] < rho_best]
+            if not items:
+                break
+            c = np.stack([it[2] for it in items])
+            r = np.stack([it[3] for it in items])
+            vmin = np.array([it[0] for it in items])
+            state["processed"] += len(items)
+            ub, contrib = closure.dv_upper(c, r)
+            open_ = ub >= 0
+            if not open_.any():
+                continue
+            c, r, vmin, contrib = c[open_], r[open_], vmin[open_], contrib[open_]
+            axis = np.argmax(contrib, axis=-1)
+            rows = np.arange(c.shape[0])
+            small = r[rows, axis] <= min_r[axis]
+            if small.any():
+                rho_best = min(rho_best, float(vmin[small].min()))
+                state["reason"] = "a box at the smallest size still has ΔV ≥ 0 (at or beyond the certified level)"
+            c, r, axis = c[~small], r[~small], axis[~small]
+            if c.shape[0] == 0:
+                continue
+            push(*_halve(c, r, axis))
+        state["rho_best"] = rho_best
+        state["spent"] += time.perf_counter() - t_run
+        # a budget stop leaves the open boxes for a resumed search; the level proven so far ends below them
+        level = min(rho_best, heap[0][0]) if stop is not None and heap else rho_best
+        return _result(level * (1 - 1e-9), stop or state["reason"])
+
+    def _result(rho: float, reason: str) -> dict:
+        r0, gm, ult, norm = rho0, gamma, ultimate, local_norm
+        if norm == "W" and rho < rho_cover:
+            # The decrease was not proven out to the level covering {W ≤ σ}: only V's own local region stands.
+            r0, gm, ult, norm = v_local[0], v_local[1], v_local[2], "V"
+            rho = r0
+            if r0 <= 0 or ult**2 * 4 > r0:
+                return base | {"certified": False, "rho": 0.0, "P": P.tolist(), "seconds": state["spent"],
+                               "subboxes": state["processed"], "reason": "neither the local contraction in V nor "
+                               "the decrease out to the W-local region could be proven"}
+        rho = min(max(r0, rho), rho_box)
+        vol = _volume_share(P, rho, w)
+        return base | {"certified": True, "rho": rho, "P": P.tolist(), "rho_local": r0, "contraction": gm,
+                       "local_norm": "V" if norm == "V" else "W (plain Lyapunov P of the linearisation)",
+                       "ultimate_bound": ult, "volume_share": vol, "subboxes": state["processed"],
+                       "seconds": state["spent"], "stopped": reason,
+                       "method": "interval enclosures of F and its Jacobian (float64, outward rounding): local "
+                                 "P-norm contraction, then centred-form ΔV < 0 by branch-and-bound"}
+
+    if resume is not None:
+        resume.append(search)
+    return search(seconds - state["spent"], max_boxes)
+
+
+def _same_region(P1: np.ndarray, level1, P2: np.ndarray, level2) -> bool:
+    """Whether two offered regions `{V ≤ level}` are the same (an unstated level is the box's)."""
+    return ((level1 is None) == (level2 is None) and (level1 is None or math.isclose(level1, level2, rel_tol=1e-9))
+            and np.allclose(P1, P2, rtol=1e-9, atol=0.0))
 
 
 def _volume_share(P: np.ndarray, rho: float, w: np.ndarray) -> float:
