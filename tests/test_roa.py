@@ -258,6 +258,25 @@ def test_the_controller_tries_the_lqr_own_region_before_an_offered_target(monkey
     assert len(tried) == 2 + any(r["offered"] for r in lqr_proven)
 
 
+def test_an_offered_region_listed_twice_is_searched_once(monkeypatch):
+    plant = plants.load("vanderpol")
+    pol = lqr_policy(plant)
+    a = roa.linearisation(plant, pol)
+    P = roa.shaped_lyapunov(a, roa.region_box(plant), 0.999)
+    searched = []
+    real = roa.certify_region
+
+    def spy(plant_, policy, **kw):
+        if kw.get("P") is not None and np.allclose(kw["P"], P):
+            searched.append(kw.get("rho_target"))
+        return real(plant_, policy, **kw)
+
+    monkeypatch.setattr(roa, "certify_region", spy)
+    # a cap that cuts the first search short: its copy would otherwise be searched again from scratch
+    out = real(plant, pol, seconds=20, max_boxes=300, also_try=[{"P": P, "rho": 1.0}, {"P": P.copy(), "rho": 1.0}])
+    assert len(searched) == 1 and out["certified"]
+
+
 def test_no_equilibrium_is_reported_with_the_residual():
     plant = plants.load("pendulum")
     policy = linear_policy(np.asarray(plants.lqr(plant).K), plant.x_eq, plant.u_eq + 0.5)

@@ -48,8 +48,8 @@ SHAPE_RATES = (0.5, 0.9, 0.97)
 # needs ~2.5× the linear law's time per box (ball-beam: the LQR's region in 20 s and 340k boxes, the
 # controller's verification of the same region 46 s).
 OFFERED_SHARE = 0.75
-# Boxes one attempt may evaluate by default (an offered region the cap cuts short gets a second, uncapped search
-# with the time left at the end). Lifted for every attempt, the LQR proves a rounder region (measured)
+# Boxes one attempt may evaluate by default (an offered region the cap cuts short resumes, uncapped, with the time
+# left at the end). Lifted for every attempt, the LQR proves a rounder region (measured)
 # on PVTOL (1.42 % of the box instead of 1.02 %) that the network does not cover within its 600 s, and the
 # quadrotor's certification takes 500 s instead of 99 s for the same region.
 MAX_BOXES = 400_000
@@ -438,7 +438,7 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
     saturated LQR's, as `{"P": ..., "rho": ...}` dicts, or bare matrices), verified first up to their own level with
     `OFFERED_SHARE` of the budget: for a controller that does at least as well as that law, the cheapest way to a
     region at least as large; the policy's own shapes then get what is left and may beat it. An offered region
-    the box cap cut short, and larger than anything proven by then, is searched again at the end with no cap.
+    the box cap cut short, and larger than anything proven by then, resumes its search at the end with no cap.
     `proven`, a list, receives every region the search proved (`{"P", "rho", "volume_share", "offered"}`,
     `offered`: whether its shape came from `also_try`). `resume`, a list, receives (with `P` given) the search's
     continuation `search(seconds, max_boxes) -> dict`: a search cut short resumes from its open boxes.
