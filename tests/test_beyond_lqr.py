@@ -177,16 +177,26 @@ def _tiny_mpc_config() -> RunConfig:
     return cfg
 
 
-def test_mpc_path_uses_relu_the_manifold_adam_warm_start_and_resumes_exactly(tmp_path):
+def test_mpc_path_uses_relu_the_manifold_adam_warm_start_and_resumes_exactly(tmp_path, monkeypatch):
+    import lipnet.train.loop as loop
+
+    built = []
+    real = loop.make_optimizer
+    monkeypatch.setattr(loop, "make_optimizer", lambda name, model, **kw: built.append(
+        (name, kw)) or real(name, model, **kw))
     whole = train(_tiny_mpc_config(), tmp_path / "whole", progress=False, log=lambda *a: None)
+    # after the MPC expert sphere-mm follows the plain gradient (its scaled direction lost starts there)
+    assert [kw.get("precondition") for n, kw in built if n == "sphere-mm"] == [False]
     s = whole.summary
     assert s["expert"] == "mpc" and s["activation"] == "relu" and s["warm_start_optimizer"] == "manifold-adam"
     # the bound admits an expert that switches between the actuator limits: 16 × the scaled LQR gain, not 4 ×
     assert s["lipschitz_source"].startswith("auto: 16 ×")
     lqr_path = _tiny_mpc_config()
     lqr_path.train.expert = "lqr"
+    built.clear()
     assert train(lqr_path, tmp_path / "lqr", progress=False, log=lambda *a: None).summary[
         "lipschitz_source"].startswith("auto: 4 ×")
+    assert [kw.get("precondition", True) for n, kw in built if n == "sphere-mm"] == [True]  # the default there
     assert s["terminal"] == "none" and s["training_horizon"] == 12 and s["moved_from_warm_start"] is not None
     assert s["imitation_pairs"] == 4 * 12 + 16  # the demonstrations' pairs and the expert's labels on spread states
     assert [r["objective"] for r in whole.metrics[:7]] == ["imitation"] * 6 + ["rollout"]

@@ -1,5 +1,6 @@
 """The sphere optimisers of paper 000 (lipnet.optim.sphere): sphere-newton and sphere-mm."""
 
+import copy
 import math
 
 import pytest
@@ -332,3 +333,47 @@ def test_state_dict_round_trip(name):
     other = make_optimizer(name, model)
     other.load_state_dict(opt.state_dict())
     assert other._memory == opt._memory and other._memory
+
+
+def _badly_scaled_fit(precondition: bool, steps: int) -> list[dict]:
+    torch.manual_seed(4)
+    layer = FrobeniusLinear(3, 2, gain=3.0).double()
+    x = torch.randn(128, 3, dtype=D) * torch.tensor([1.0, 10.0, 100.0], dtype=D)  # inputs over two decades
+    y = x @ (torch.randn(3, 2, dtype=D) * torch.tensor([[1.0], [0.1], [0.01]], dtype=D))
+    loss = lambda: 0.5 * (layer(x) - y).pow(2).sum(-1).mean()  # noqa: E731
+    return _run(SphereMM.from_model(layer, precondition=precondition), loss, steps)
+
+
+def test_mm_majoriser_holds_along_the_preconditioned_direction():
+    """The scaled direction (`precondition=True`, the default) keeps sphere-mm a descent method: each accepted
+    step satisfies L_new ≤ M(θ*) ≤ L with the first-order term ⟨ξ, e⟩; and it is a different direction from the
+    paper's plain gradient (measured on this deterministic fit the plain one is faster: 7.2 against 52 after 150
+    steps; the scaled one pays off on the noisy rollout losses, see `PRECONDITION_DECAY`)."""
+    scaled, plain = _badly_scaled_fit(True, 60), _badly_scaled_fit(False, 60)
+    for i in scaled:
+        assert i["loss_new"] <= i["majorant"] + 1e-9 <= i["loss"] + 1e-9
+    assert scaled[-1]["loss_new"] < 0.8 * scaled[0]["loss"]
+    assert abs(scaled[0]["G"] - plain[0]["G"]) > 1e-3 * plain[0]["G"]  # not the plain direction
+    assert scaled[0]["G"] <= plain[0]["G"] * (1 + 1e-9)  # ⟨ξ, e⟩ ≤ ‖ξ‖: Cauchy–Schwarz
+
+
+def test_mm_resumes_its_preconditioner_exactly():
+    """The running second moment and its step count travel in the state dict: a resumed optimiser takes the
+    very step the original would have taken."""
+    torch.manual_seed(6)
+    model = Controller(2, 1, (8, 8), layer="frobenius").double()
+    x0 = torch.randn(16, 2, dtype=D)
+    loss = lambda: closed_loop_cost(model, x0, horizon=6)  # noqa: E731
+    opt = SphereMM.from_model(model)
+    _run(opt, loss, 5)
+    saved_model = {k: v.clone() for k, v in model.state_dict().items()}
+    saved_opt = copy.deepcopy(opt.state_dict())  # torch's state dict shares the tensors the next step updates
+    assert opt._memory["precondition_steps"] == 5
+    _run(opt, loss, 1)
+    after = [p.detach().clone() for p in model.parameters()]
+    model.load_state_dict(saved_model)
+    other = SphereMM.from_model(model)
+    other.load_state_dict(saved_opt)
+    _run(other, loss, 1)
+    for a, b in zip(after, model.parameters(), strict=True):
+        assert torch.equal(a, b.detach())
