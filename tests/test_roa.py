@@ -434,7 +434,7 @@ def test_roa_objective_samples_lie_in_the_target_ellipsoid():
 
 
 def test_roa_target_is_twice_the_lqr_volume_in_a_shape_the_controller_contracts():
-    from lipnet.certify.roa import _volume_share, linearisation, mlp_policy, region_box
+    from lipnet.certify.roa import linearisation, mlp_policy, region_box, volume_share
     from lipnet.train.lyapunov import target_shape
 
     plant = plants.load("cartpole")
@@ -444,7 +444,7 @@ def test_roa_target_is_twice_the_lqr_volume_in_a_shape_the_controller_contracts(
     P_ref = np.diag(1.0 / w**2) * 40.0  # an ellipsoid well inside the box
     ref = {"certified": True, "P": P_ref.tolist(), "rho": 1.0}
     P, rate = target_shape(plant, ctl, reference=ref)
-    assert _volume_share(P, 1.0, w) == pytest.approx(2 * _volume_share(P_ref, 1.0, w), rel=1e-9)
+    assert volume_share(P, 1.0, w) == pytest.approx(2 * volume_share(P_ref, 1.0, w), rel=1e-9)
     assert float(np.min(w**2 / np.diag(np.linalg.inv(P)))) >= 1.0 - 1e-9  # inside the box
     # the controller's own linearisation contracts it (V decreases near x_eq, as a certificate needs)
     L = np.linalg.cholesky(P)
@@ -453,7 +453,7 @@ def test_roa_target_is_twice_the_lqr_volume_in_a_shape_the_controller_contracts(
     # where the box holds no contracted shape that large, the roundest one, whole
     huge = {"certified": True, "P": (np.diag(1.0 / w**2) * 1.01).tolist(), "rho": 1.0}
     P_max, _ = target_shape(plant, ctl, reference=huge)
-    assert _volume_share(P_max, 1.0, w) < 2 * _volume_share(np.asarray(huge["P"]), 1.0, w)
+    assert volume_share(P_max, 1.0, w) < 2 * volume_share(np.asarray(huge["P"]), 1.0, w)
     assert float(np.min(w**2 / np.diag(np.linalg.inv(P_max)))) == pytest.approx(1.0, rel=1e-6)
     # an uncertified reference is ignored
     P_own, _ = target_shape(plant, ctl, reference={"certified": False, "P": P_ref.tolist(), "rho": 1.0})
@@ -461,7 +461,7 @@ def test_roa_target_is_twice_the_lqr_volume_in_a_shape_the_controller_contracts(
 
 
 def test_roa_target_comes_from_a_gentler_local_law_within_the_cost_budget_where_the_own_shapes_fall_short():
-    from lipnet.certify.roa import _volume_share, linearisation, mlp_policy, region_box
+    from lipnet.certify.roa import linearisation, mlp_policy, region_box, volume_share
     from lipnet.train.lyapunov import COST_BUDGET, _lq_cost, _rate, _shapes, target_shape
 
     plant = plants.load("ballbeam")
@@ -469,12 +469,12 @@ def test_roa_target_comes_from_a_gentler_local_law_within_the_cost_budget_where_
     ctl = _anchored_mlp(np.asarray(lin.K), plant.u_eq, 1.0, 0, eps=0.0)  # the LQR gain, exactly, near x_eq
     w = region_box(plant)
     a_cl = linearisation(plant, mlp_policy(ctl))
-    own_best = max(_volume_share(S, 1.0, w) for S in _shapes(a_cl, w).values())
+    own_best = max(volume_share(S, 1.0, w) for S in _shapes(a_cl, w).values())
     ref_P = np.diag(1.0 / w**2) * 30.0
     ref = {"certified": True, "P": ref_P.tolist(), "rho": 1.0}
-    growth = 1.3 * own_best / _volume_share(ref_P, 1.0, w)  # more than any shape the LQR gain contracts
+    growth = 1.3 * own_best / volume_share(ref_P, 1.0, w)  # more than any shape the LQR gain contracts
     P, rate = target_shape(plant, ctl, reference=ref, growth=growth)
-    assert _volume_share(P, 1.0, w) == pytest.approx(1.3 * own_best, rel=1e-9)
+    assert volume_share(P, 1.0, w) == pytest.approx(1.3 * own_best, rel=1e-9)
     assert float(np.min(w**2 / np.diag(np.linalg.inv(P)))) >= 1.0 - 1e-9  # inside the box
     assert _rate(a_cl, P) >= 1.0  # the controller's own gain does not contract it: the stage must change it
     # ... but a gain within the cost budget does, at the returned rate

@@ -39,7 +39,7 @@ from .intervals import Dual, Uncertifiable, variable
 from .network import MLP, mlp_of
 
 __all__ = ["Policy", "linearisation", "mlp_policy", "linear_policy", "lqr_policy", "certify_region", "region_box",
-           "sampled_region", "NoEquilibrium", "default_seconds", "lqr_region"]
+           "sampled_region", "NoEquilibrium", "default_seconds", "lqr_region", "volume_share"]
 
 EPS = float(np.finfo(np.float64).eps)
 # Contraction rates of the shaped V, as fractions of the way from ρ(A_cl) to 1: fastest (most margin) first.
@@ -500,7 +500,7 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
 
         def ceiling(cand, level) -> float:  # the volume share of a candidate proven whole
             top = _box_level(cand, w)
-            return _volume_share(cand, top if level is None else min(top, float(level)), w)
+            return volume_share(cand, top if level is None else min(top, float(level)), w)
 
         def beaten(cand, level=None) -> bool:  # what is proven already covers more than this candidate can
             return best is not None and (best.get("volume_share") or 0) >= ceiling(cand, level)
@@ -712,7 +712,7 @@ def certify_region(plant, policy: Policy, box=None, seconds: float = 60.0, max_b
                                "subboxes": state["processed"], "reason": "neither the local contraction in V nor "
                                "the decrease out to the W-local region could be proven"}
         rho = min(max(r0, rho), rho_box)
-        vol = _volume_share(P, rho, w)
+        vol = volume_share(P, rho, w)
         return base | {"certified": True, "rho": rho, "P": P.tolist(), "rho_local": r0, "contraction": gm,
                        "local_norm": "V" if norm == "V" else "W (plain Lyapunov P of the linearisation)",
                        "ultimate_bound": ult, "volume_share": vol, "subboxes": state["processed"],
@@ -731,7 +731,7 @@ def _same_region(P1: np.ndarray, level1, P2: np.ndarray, level2) -> bool:
             and np.allclose(P1, P2, rtol=1e-9, atol=0.0))
 
 
-def _volume_share(P: np.ndarray, rho: float, w: np.ndarray) -> float:
+def volume_share(P: np.ndarray, rho: float, w: np.ndarray) -> float:
     """Volume of `{(x − x_eq)ᵀ P (x − x_eq) ≤ ρ}` over that of the box of half-widths w."""
     n = P.shape[0]
     sign, logdet = np.linalg.slogdet(P)
@@ -765,7 +765,7 @@ def sampled_region(plant, policy: Policy, P: np.ndarray | None = None, box=None,
     return {"kind": "sublevel", "V": "quadratic", "P": np.asarray(P).tolist(), "x_eq": x_eq.tolist(),
             "rho": rho, "box": [(x_eq - w).tolist(), (x_eq + w).tolist()], "certified": False,
             "estimate": True, "method": f"sampled estimate ({samples} starts, {steps} steps)",
-            "volume_share": _volume_share(np.asarray(P), rho, w), "policy": policy.name}
+            "volume_share": volume_share(np.asarray(P), rho, w), "policy": policy.name}
 
 
 def default_seconds(n_x: int) -> float:

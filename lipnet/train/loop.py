@@ -549,10 +549,10 @@ def _lqr_region(plant, lqr, box, log) -> dict | None:
 
 def _log_target(plant, box, P, rate: float, reference: dict | None, log) -> None:
     """Say what the --roa stage aims for, and when no shape within the cost budget reaches twice the reference."""
-    from lipnet.certify.roa import _volume_share, region_box
+    from lipnet.certify.roa import region_box, volume_share
 
     w = region_box(plant, box)
-    vol = _volume_share(P, 1.0, w)
+    vol = volume_share(P, 1.0, w)
     if reference is not None and vol < 2 * reference["volume_share"] * (1 - 1e-6):
         log(f"--roa: no contracted shape within the cost budget holds twice that volume; the target is the "
             f"largest one found ({vol:.3g} of the box, rate {rate:.4g}), which may not grow the region")

@@ -47,7 +47,7 @@ def target_shape(plant, controller, box=None, reference: dict | None = None,
     `reference`, the controller's own 0.9-rate shape. `rate` is how fast the chosen law's linearisation contracts
     the chosen V: what the stage asks of the controller.
     """
-    from lipnet.certify.roa import _volume_share, linearisation, mlp_policy, region_box
+    from lipnet.certify.roa import linearisation, mlp_policy, region_box, volume_share
 
     w = region_box(plant, box)
     n = plant.n_x
@@ -57,14 +57,14 @@ def target_shape(plant, controller, box=None, reference: dict | None = None,
         return np.diag(1.0 / w**2) * n, 0.999
     P, law = own.get(0.9, list(own.values())[-1]), a_cl
     if reference and reference.get("certified") and reference.get("P") and reference.get("rho", 0) > 0:
-        goal = growth * _volume_share(np.asarray(reference["P"], dtype=np.float64), float(reference["rho"]), w)
+        goal = growth * volume_share(np.asarray(reference["P"], dtype=np.float64), float(reference["rho"]), w)
         P, law = list(own.values())[-1], a_cl
         laws = list(_blended_shapes(plant, a_cl, w, own))
         hits = [(shapes[t], a_blend) for t in TARGET_RATES for a_blend, shapes in laws
-                if t in shapes and _volume_share(shapes[t], 1.0, w) >= goal]
+                if t in shapes and volume_share(shapes[t], 1.0, w) >= goal]
         if hits:
             S, law = hits[0]
-            P = S / (goal / _volume_share(S, 1.0, w)) ** (2.0 / n)  # shrunk to the goal
+            P = S / (goal / volume_share(S, 1.0, w)) ** (2.0 / n)  # shrunk to the goal
     return P, min(_rate(law, P), 0.999)
 
 
