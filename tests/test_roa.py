@@ -398,7 +398,11 @@ def test_train_roa_stage_runs_last_records_itself_and_resumes(tmp_path):
     # stopped inside the stage and resumed: the same controller as the uninterrupted run
     cfg = RunConfig(plant="pendulum")
     cfg.controller.hidden, cfg.train.steps, cfg.train.roa_steps, cfg.train.batch = [8, 8], 4, 4, 16
-    full = train(cfg, tmp_path / "a", progress=False, log=lambda *a: None)
+    lines: list[str] = []
+    full = train(cfg, tmp_path / "a", progress=False, log=lambda *a: lines.append(" ".join(map(str, a))))
+    said = [line for line in lines if line.startswith("--roa:") and "target" in line]  # what the stage aims for
+    # the LQR's region covers 0.75 of the pendulum's box: twice that cannot fit, and the log says so
+    assert len(said) == 1 and "no contracted shape" in said[0] and "of the box, rate" in said[0]
     train(cfg, tmp_path / "b", progress=False, log=lambda *a: None, stop_after=6)
     resumed = train(cfg, tmp_path / "b", resume=True, progress=False, log=lambda *a: None)
     for k, v in full.controller.state_dict().items():

@@ -457,16 +457,6 @@ def _failing(rows: list[dict]) -> str | None:
 
 
 WARM_OPTIMIZER = "manifold-adam"  # imitation of MPC demonstrations (see train)
-
-
-def _rollout_options(optimizer: str, mpc: bool) -> dict:
-    """sphere-mm's options for the rollout phase: after an MPC expert, the paper's plain gradient direction.
-
-    Its scaled direction (the default, better on the LQR path's truncated rollouts) cost the cart-pole wide task
-    success on the held-out starts (3 seeds: 92.6 / 96.5 / 95.3 % against a median of 96.5 %, worst 96.3 %, with
-    the plain one) and slowed the swing-up (211 / 247 s against 177 s): on the stabilised-start loss it trades
-    starts for cost, as Adam does there."""
-    return {"precondition": False} if mpc and optimizer == "sphere-mm" else {}
 ROA_OPTIMIZER = "manifold-adam"  # the --roa stage (see train)
 LQR_LIPSCHITZ_FACTOR, MPC_LIPSCHITZ_FACTOR = 4.0, 16.0  # the automatic bound, × the scaled LQR gain (plan.py)
 # Validation starts per evaluation start. The keep-best takes the most successful of ~15–40 noisy iterates, so a
@@ -479,6 +469,16 @@ ROA_COST_SLACK = 0.10  # the --roa stage may trade this much cost (relative, on 
 AUTO_MPC_BELOW = 0.9
 # Below this much plant time nothing settles within the horizon, so the LQR's failure there says nothing.
 MIN_DECISION_SECONDS = 2.0
+
+
+def _rollout_options(optimizer: str, mpc: bool) -> dict:
+    """sphere-mm's options for the rollout phase: after an MPC expert, the paper's plain gradient direction.
+
+    Its scaled direction (the default, better on the LQR path's truncated rollouts) cost the cart-pole wide task
+    success on the held-out starts (3 seeds: 92.6 / 96.5 / 95.3 % against a median of 96.5 %, worst 96.3 %, with
+    the plain one) and slowed the swing-up (211 / 247 s against 177 s): on the stabilised-start loss it trades
+    starts for cost, as Adam does there."""
+    return {"precondition": False} if mpc and optimizer == "sphere-mm" else {}
 
 
 def _choose_expert(plant, lqr, tc, seed: int, dtype) -> tuple[str, str]:
