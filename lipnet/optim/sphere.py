@@ -421,7 +421,8 @@ class SphereMM(_CurveOptimizer):
         for l, info in enumerate(self.layers):
             x, g = next(it)
             xi = -info.manifold.proju(x, g)  # the Riemannian negative gradient
-            e = -info.manifold.proju(x, g * next(scales)) if self.precondition else xi
+            s = next(scales)  # one per parameter, weight and bias alike, so the two stay aligned
+            e = -info.manifold.proju(x, g * s) if self.precondition else xi
             n, slope = float(e.norm()), float((xi * e).sum())
             above = math.prod(gains[l + 1:])
             if n > 0 and slope > 0:  # a descent direction (the projection could, in principle, turn it away)

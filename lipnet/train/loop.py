@@ -196,7 +196,10 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
         rescale_info = _rescale(controller, activation)
     elif tc.rescale not in ("none", "path"):
         raise LipnetValue(f"rescale must be 'none' or 'path', got {tc.rescale!r}")
-    opt = make_optimizer(tc.optimizer, controller, lr=tc.lr or None, **_rollout_options(tc.optimizer, mpc))
+    def main_optimizer():  # the configured optimiser, also rebuilt after each path rescaling
+        return make_optimizer(tc.optimizer, controller, lr=tc.lr or None, **_rollout_options(tc.optimizer, mpc))
+
+    opt = main_optimizer()
     # Imitating the MPC's demonstrations is a regression on a fixed data set: there sphere-mm's majoriser
     # backtracks at every minibatch and stalls (normalised error 0.21, 0 % upright, 1500 steps), while Adam on
     # the manifold (paper 001) at its default fits it (0.077, 100 % upright); the configured optimiser takes over
@@ -337,7 +340,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
             warnings.warn(f"step {step + 1}: {skipped}; the step was undone and skipped", stacklevel=2)
         if tc.rescale == "path" and tc.rescale_every and (step + 1) % tc.rescale_every == 0:
             _rescale(controller, activation, sweeps=1)
-            opt = make_optimizer(tc.optimizer, controller, lr=tc.lr or None, **_rollout_options(tc.optimizer, mpc))
+            opt = main_optimizer()
         row = {"step": step + 1, "objective": getattr(phase, "name", tc.objective), "loss": loss_value,
                "eval_cost_ratio": "", "eval_success": "",
                "seconds": round(time.perf_counter() - t0, 3), "skipped": skipped,
