@@ -112,7 +112,8 @@ def main() -> None:
                 unsound[name] += int(np.sum((lo > slo + 1e-12) | (hi < shi - 1e-12)))
 
             t0 = time.perf_counter()
-            d = step_torch(iv.variable(c - rad, c + rad), pol.dual(iv.variable(c - rad, c + rad)))
+            xb = iv.variable(c - rad, c + rad)
+            d = step_torch(xb, pol.dual(xb))
             t1 = time.perf_counter()
             record("lipnet interval", d.lo, d.hi)
             secs["lipnet interval"].append((t1 - t0) / args.boxes)

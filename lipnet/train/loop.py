@@ -24,7 +24,7 @@ from lipnet.optim.registry import optimizer_class
 from lipnet.train.checkpoint import atomic_torch_save, save_controller
 from lipnet.train.config import RunConfig, dump_toml
 from lipnet.train.expert import MPCExpert
-from lipnet.train.lyapunov import LyapunovObjective, target_shape
+from lipnet.train.lyapunov import TARGET_GROWTH, LyapunovObjective, target_shape
 from lipnet.train.objectives import DemoImitation, LocalGain, make_objective, stabilised
 from lipnet.train.plan import build_controller, plan_controller
 from lipnet.train.rundir import CONFIG, METRICS, TRAIN_STATE, check_run_dir, prepare_run_dir
@@ -556,7 +556,7 @@ def _log_target(plant, box, P, rate: float, reference: dict | None, log) -> None
 
     w = region_box(plant, box)
     vol = volume_share(P, 1.0, w)
-    if reference is not None and vol < 2 * reference["volume_share"] * (1 - 1e-6):
+    if reference is not None and vol < TARGET_GROWTH * reference["volume_share"] * (1 - 1e-6):
         log(f"--roa: no contracted shape within the cost budget holds twice that volume; the target is the "
             f"largest one found ({vol:.3g} of the box, rate {rate:.4g}), which may not grow the region")
     else:

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["LyapunovObjective", "target_shape", "TARGET_RATES", "BLENDS", "COST_BUDGET"]
+__all__ = ["LyapunovObjective", "target_shape", "TARGET_RATES", "BLENDS", "COST_BUDGET", "TARGET_GROWTH"]
 
 
 # Contraction rates of the candidate target shapes, as fractions of the way from ρ(A_cl) to 1: fastest first.
@@ -27,10 +27,12 @@ BLENDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
 # Linear-quadratic cost (relative) a blend may add to the controller's local law: half the stage's own guard
 # (`ROA_COST_SLACK` = 10 % on the closed-loop cost), the rest is the network's room to be nonlinear.
 COST_BUDGET = 0.05
+# The stage's target holds this many times the reference (the saturated LQR's certified region) volume.
+TARGET_GROWTH = 2.0
 
 
 def target_shape(plant, controller, box=None, reference: dict | None = None,
-                 growth: float = 2.0) -> tuple[np.ndarray, float]:
+                 growth: float = TARGET_GROWTH) -> tuple[np.ndarray, float]:
     """`(P, rate)`: the V the stage trains for, `{V ≤ 1}` its target region.
 
     The shapes are the largest ellipsoids in the box that a local linear law contracts
