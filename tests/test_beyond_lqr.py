@@ -196,7 +196,10 @@ def test_mpc_path_uses_relu_the_manifold_adam_warm_start_and_resumes_exactly(tmp
     built.clear()
     assert train(lqr_path, tmp_path / "lqr", progress=False, log=lambda *a: None).summary[
         "lipschitz_source"].startswith("auto: 4 ×")
-    assert [kw.get("precondition", True) for n, kw in built if n == "sphere-mm"] == [True]  # the default there
+    # there the scaled direction (the default) both times; the rollout phase's optimiser averages its gradients,
+    # the LQR imitation's does not
+    assert [(kw.get("precondition", True), kw.get("momentum", 0.0)) for n, kw in built if n == "sphere-mm"] == [
+        (True, loop.ROLLOUT_MOMENTUM), (True, 0.0)]
     assert s["terminal"] == "none" and s["training_horizon"] == 12 and s["moved_from_warm_start"] is not None
     assert s["imitation_pairs"] == 4 * 12 + 16  # the demonstrations' pairs and the expert's labels on spread states
     assert [r["objective"] for r in whole.metrics[:7]] == ["imitation"] * 6 + ["rollout"]

@@ -41,9 +41,11 @@ __all__ = ["SphereNewton", "SphereMM"]
 # benchmark tasks × 3 seeds (default `lipnet train`, final cost / LQR optimum, `benchmarks/optimizers.py`): lower on
 # 12 of 21 (task, seed) pairs, higher on 3 (dcmotor seeds 1–2 by ≤ 2.4e-4, random-1 by 1e-6), median
 # 1.00071 → 1.00051; ahead of every learning-rate-free peer on 14/21 pairs against 11/21. With Adam's first moment
-# too (momentum) random-0 and random-3 ended higher (seed 0: 1.00081 / 1.00083 against 1.00071 / 1.00063), so the
-# direction keeps the plain gradient's numerator. On a deterministic least-squares fit with inputs over two decades
-# the plain gradient is faster (tests: 7.2 against 52 after 150 steps): the majoriser's curvature does not see the
+# too (`momentum`) for the whole run random-0 and random-3 ended higher (seed 0: 1.00081 / 1.00083 against 1.00071 /
+# 1.00063; it slows the imitation), so the default numerator is the gradient; the training loop turns the running
+# mean on for the rollout phase after the LQR imitation only (`lipnet.train.loop.ROLLOUT_MOMENTUM`, measured there).
+# On a deterministic least-squares fit with inputs over two decades the plain gradient is faster (tests: 7.2 against
+# 52 after 150 steps; 21 with the scaling and the running mean): the majoriser's curvature does not see the
 # direction, so the scaling pays only where the loss is noisy and ill-conditioned, as the closed-loop rollouts are.
 PRECONDITION_DECAY = 0.999
 
@@ -335,15 +337,20 @@ class SphereMM(_CurveOptimizer):
     loss_curvature : initial β (1 for a mean ½‖f − y‖² loss).
     relax : factor by which β shrinks after an accepted step (≥ 1; 1 keeps β monotone).
     max_backtracks, max_angle, renormalize : safeguards and base-point normalisation (module docstring).
+    momentum : β₁ of a running mean of the gradients that replaces the gradient in the direction's numerator
+        (0: none); the first-order term stays ⟨ξ_l, e_l⟩ with the current gradient, so the majoriser still holds.
     """
 
     _state_key = "sphere_mm"
 
     def __init__(self, model: torch.nn.Module, *, loss_curvature: float = 1.0, relax: float = 2.0,
                  max_backtracks: int = 30, max_angle: float = math.pi / 2, renormalize: bool = True,
-                 precondition: bool = True):
+                 precondition: bool = True, momentum: float = 0.0):
         self.layers = layers_of(model, "sphere-mm")
         self.precondition = bool(precondition)
+        if not 0.0 <= momentum < 1.0:
+            raise LipnetValue(f"sphere-mm's momentum must lie in [0, 1), got {momentum!r}")
+        self.momentum = float(momentum)
         if not all(info.spherical for info in self.layers):
             raise LipnetArgument("sphere-mm needs Frobenius-normalised layers (layer='frobenius')")
         if not (loss_curvature > 0 and relax >= 1 and 0 < max_angle <= math.pi / 2):
@@ -367,7 +374,7 @@ class SphereMM(_CurveOptimizer):
     def from_model(cls, model: torch.nn.Module, **options) -> SphereMM:
         """Build over the model's Frobenius-normalised layers (options: `loss_curvature`, `relax`, ...)."""
         check_options("sphere-mm", options, ("loss_curvature", "relax", "max_backtracks", "max_angle", "renormalize",
-                                             "precondition"))
+                                             "precondition", "momentum"))
         return cls(model, **options)
 
     def _measure(self, closure):
@@ -418,11 +425,13 @@ class SphereMM(_CurveOptimizer):
         moves, G, K, A = [], 0.0, 0.0, 0.0
         gains = [info.gain for info in self.layers]
         scales = iter(self._scales(grads) if self.precondition else [1.0] * len(grads))
+        steer = iter(self._averaged(grads))  # the gradients the direction is built from
         for l, info in enumerate(self.layers):
             x, g = next(it)
             xi = -info.manifold.proju(x, g)  # the Riemannian negative gradient
             s = next(scales)  # one per parameter, weight and bias alike, so the two stay aligned
-            e = -info.manifold.proju(x, g * s) if self.precondition else xi
+            m = next(steer)
+            e = -info.manifold.proju(x, m * s) if self.precondition or self.momentum else xi
             n, slope = float(e.norm()), float((xi * e).sum())
             above = math.prod(gains[l + 1:])
             if n > 0 and slope > 0:  # a descent direction (the projection could, in principle, turn it away)
@@ -432,12 +441,12 @@ class SphereMM(_CurveOptimizer):
                 A += radial[l]
             if info.bias is not None:
                 b, gb = next(it)
-                d = gb * next(scales)
-                nb = float(d.norm())
+                d = next(steer) * next(scales)
+                nb, slope = float(d.norm()), float((gb * d).sum())
                 kappa = info.gain * rho[l]
-                if nb > 0 and kappa > 0:
+                if nb > 0 and kappa > 0 and slope > 0:  # with momentum the mean can point uphill
                     moves.append((info.bias, b, -d / nb, manifold_of(info.bias), kappa))
-                    G += kappa * float((gb * d).sum()) / nb
+                    G += kappa * slope / nb
                     K += above * info.gain * rho[l]
         info = {"loss": L0, "G": G, "A": A, "K": K, "rho": rho, "safeguards": [], "skipped": None}
         self.last_info = info
@@ -476,6 +485,23 @@ class SphereMM(_CurveOptimizer):
         self._memory["beta"] = beta / self.relax if theta > 0 else beta
         info.update(theta=theta, beta=beta, majorant=M, loss_new=L_new, backtracks=k)
         return loss.detach()
+
+    @torch.no_grad()
+    def _averaged(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The gradients, or with `momentum` their running mean `m ← β₁ m + (1 − β₁) g` (started at the first
+        gradient, so no bias correction is needed): the direction only, never the first-order term."""
+        if not self.momentum:
+            return grads
+        out = []
+        for p, g in zip(self._params, grads, strict=True):
+            state = self.state[p]
+            m = state.get("exp_avg")
+            if m is None:
+                m = state["exp_avg"] = g.detach().clone()
+            else:
+                m.mul_(self.momentum).add_(g, alpha=1.0 - self.momentum)
+            out.append(m)
+        return out
 
     @torch.no_grad()
     def _scales(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
