@@ -20,6 +20,8 @@ table and writes `benchmarks/results/optimizers.json`.
     python benchmarks/optimizers.py --out sweeps/opt        # the full protocol (resumable)
     python benchmarks/optimizers.py --tasks double_integrator,dcmotor,msd,pvtol,random-0,random-1,random-3 \
         --seeds 1 --trials 6 --steps 300 --out sweeps/opt   # results/optimizers.json (53 min on one busy core)
+    python benchmarks/optimizers.py --tasks double_integrator,dcmotor,msd,pvtol,random-0,random-1,random-3 \
+        --optimizers sphere-mm,dadapt-adam,prodigy --trials 0 --jobs 2 --out sweeps/opt10  # 10 seeds, 210 runs, 70 min
     python benchmarks/optimizers.py --wide --tasks pendulum-swingup,vanderpol-wide,ballbeam-wide,quadrotor2d-wide,\
 cartpole-wide --seeds 1 --optimizers sphere-mm,prodigy,dadapt-adam,schedulefree-adamw --trials 0  # 34 min, 2 jobs
 """
