@@ -143,6 +143,23 @@ def tune_adam(task: str, spec: str, args, out: Path) -> dict:
             "wall_s": sum(t["wall_s"] for t in trials if math.isfinite(t["wall_s"]))}
 
 
+def adam_lrs(text: str, tasks: dict[str, str]) -> dict[str, float]:
+    """`--adam-lr TASK=LR,...`: Adam's learning rate per task from an earlier tuning (the tuning is deterministic:
+    TPE seeded, trials on `TUNE_SEED`), so a rerun with more seeds need not tune again."""
+    out: dict[str, float] = {}
+    for item in filter(None, (text or "").split(",")):
+        task, sep, lr = item.partition("=")
+        try:
+            value = float(lr)
+        except ValueError:
+            value = -1.0
+        if not sep or task not in tasks or not value > 0:
+            raise SystemExit(f"--adam-lr: {item!r} is not TASK=LR with a task of this run ({', '.join(tasks)}) "
+                             "and a positive learning rate, e.g. --adam-lr dcmotor=0.0015")
+        out[task] = value
+    return out
+
+
 def run_all(args, out: Path) -> tuple[list[dict], list[dict]]:
     """Every run of the protocol: the automatic optimisers and peers, then the tuning and tuned Adam per task."""
     tasks = tasks_of(args)
@@ -156,15 +173,23 @@ def run_all(args, out: Path) -> tuple[list[dict], list[dict]]:
         runs += [record(r, out, by_spec[r["plant"]], r["optimizer"], name in WIDE) for r in rows]
         print(f"{name}: {len(rows)} runs in {time.perf_counter() - t0:.0f} s", flush=True)
     tuning = []
-    if args.trials:
+    reused = adam_lrs(args.adam_lr, tasks)
+    if args.trials or reused:
         for name, spec in tasks.items():
             t0 = time.perf_counter()
-            tuned = tune_adam(name, spec, args, out)
+            if name in reused:  # an earlier tuning's lr: its time is not counted here (see print_report)
+                tuned = {"task": name, "lr": reused[name], "best_final": math.nan, "trials": [], "wall_s": 0.0,
+                         "reused": True}
+            elif args.trials:
+                tuned = tune_adam(name, spec, args, out)
+            else:
+                continue
             tuning.append(tuned)
             grid = {"plant": [spec], "train.optimizer": ["adam"], "train.lr": [tuned["lr"]], "seed": seeds}
             rows = _sweep(base_config(args), [grid], out, args)
             runs += [record(r, out, name, TUNED, name in WIDE) for r in rows]
-            print(f"{name}: Adam tuned to lr {tuned['lr']:.3g} ({args.trials} trials) and run in "
+            how = "an earlier tuning" if tuned.get("reused") else f"{args.trials} trials"
+            print(f"{name}: Adam tuned to lr {tuned['lr']:.3g} ({how}) and run in "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
     return runs, tuning
 
@@ -256,9 +281,12 @@ def print_report(table: list[dict], targets: dict, tuning: list[dict]) -> None:
         print("  - per peer: " + ", ".join(f"{p} {_frac(v)}" for p, v in targets["ahead_per_peer"].items()))
     if "within_1pct_of_tuned_adam" in targets:
         d, a = targets["wall_s_default_vs_tuned_adam"]
-        print(f"- default within 1 % of {len(tuning[0]['trials']) if tuning else 0}-trial-tuned Adam on "
+        trials = max((len(t["trials"]) for t in tuning), default=0)
+        reused = [t["task"] for t in tuning if t.get("reused")]
+        print(f"- default within 1 % of {trials or 'earlier'}-trial-tuned Adam on "
               f"{_frac(targets['within_1pct_of_tuned_adam'])} of pairs; target ≥ 80 %, at ≤ its wall time: "
-              f"{d:.0f} s vs {a:.0f} s (tuning included)")
+              f"{d:.0f} s vs {a:.0f} s (tuning included" + (f", except the earlier tuning of {', '.join(reused)} "
+                                                          "(--adam-lr): add its time" if reused else "") + ")")
     print(f"- default ≤ 1.01 × LQR on every linear run: {_frac(targets['default_within_1.01_every_linear_run'])}")
     print("- ≤ 1.02 × LQR on the linear runs: " + ", ".join(f"{o} {_frac(v)}"
                                                           for o, v in targets["within_1.02_per_optimizer"].items()))
@@ -275,6 +303,8 @@ def main() -> None:
     ap.add_argument("--wide", action="store_true", help="add the wide nonlinear tasks (slow)")
     ap.add_argument("--tasks", default="", help="only these task names (comma-separated)")
     ap.add_argument("--trials", type=int, default=20, help="Optuna trials tuning Adam per task (0: no Adam)")
+    ap.add_argument("--adam-lr", default="", help="TASK=LR,...: run Adam at an earlier tuning's lr on these tasks "
+                    "instead of tuning it again (its time is then not counted)")
     ap.add_argument("--steps", type=int, default=0, help="step cap of the fixed configuration (default: lipnet's "
                                                          "automatic budget, 2000 or the MPC imitation + 600)")
     ap.add_argument("--quick", action="store_true", help="double_integrator and one random plant, 1 seed, 2 tuning "
@@ -296,6 +326,7 @@ def main() -> None:
             optimizer_class(opt)
         except ValueError as exc:
             sys.exit(str(exc))
+    adam_lrs(args.adam_lr, tasks_of(args))  # a malformed --adam-lr fails now, not after the other runs
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp) / "sweep"

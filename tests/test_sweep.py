@@ -427,6 +427,12 @@ def test_optimizer_benchmark_records_tables_and_targets(tmp_path):
     assert targets["within_1pct_of_tuned_adam"] == (1, 2)
     assert targets["wall_s_default_vs_tuned_adam"] == (2.0, 7.0)
     assert targets["default_within_1.01_every_linear_run"] == (1, 2)
+    tasks = {"di": "double_integrator", "dcmotor": "dcmotor"}
+    assert bench.adam_lrs("di=0.07,dcmotor=1.5e-3", tasks) == {"di": 0.07, "dcmotor": 0.0015}
+    assert bench.adam_lrs("", tasks) == {}
+    for bad in ("di", "msd=0.1", "di=-1", "di=fast"):
+        with pytest.raises(SystemExit, match="--adam-lr"):
+            bench.adam_lrs(bad, tasks)
 
 
 # --------------------------------------------------------------------------------------- a multi-node cluster
