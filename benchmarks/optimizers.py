@@ -5,8 +5,9 @@ the steps, the plateau rule stops earlier). Optimisers: lipnet's `sphere-mm` (th
 `manifold-adam`; the peers at their published defaults (`prodigy`, `dog`, `dadapt-adam`, `schedulefree-adamw`, `muon`:
 `lipnet.optim.peers`, the `bench` extra); and Adam tuned per task by `--trials` (20) Optuna TPE trials over
 log lr in [1e-5, 1e-1], each one run on a tuning seed (`TUNE_SEED`, never an evaluation seed), its best lr then
-run on every seed; the tuning's wall time is part of Adam's. Tasks: the linear library (`double_integrator`,
-`dcmotor`, `msd`), the PVTOL-like hover model and `--random` held-out random linear plants
+run on every seed; the tuning's wall time is part of Adam's. `--adam-lr` reuses an earlier tuning's lr per task
+(the lrs below are the 20-trial tuning's, to 3 digits; its time is then not counted). Tasks: the linear library
+(`double_integrator`, `dcmotor`, `msd`), the PVTOL-like hover model and `--random` held-out random linear plants
 (`plants.random_linear`); `--wide` adds the wide nonlinear tasks (slow; their score is the cost over the
 saturated LQR's, not over the LQR optimum). `--seeds` (10) seeds per (task, optimiser).
 
@@ -22,6 +23,9 @@ table and writes `benchmarks/results/optimizers.json`.
         --seeds 1 --trials 6 --steps 300 --out sweeps/opt   # results/optimizers.json (53 min on one busy core)
     python benchmarks/optimizers.py --tasks double_integrator,dcmotor,msd,pvtol,random-0,random-1,random-3 \
         --optimizers sphere-mm,dadapt-adam,prodigy --trials 0 --jobs 2 --out sweeps/opt10  # 10 seeds, 210 runs, 70 min
+    python benchmarks/optimizers.py --tasks double_integrator,dcmotor,msd,pvtol,random-0,random-1,random-3 \
+        --optimizers sphere-mm --trials 0 --adam-lr double_integrator=0.0729,dcmotor=0.00151,msd=0.0238,\
+pvtol=0.0716,random-0=0.0355,random-1=0.0369,random-3=0.00224 --out sweeps/opt10  # tuned Adam, 10 seeds (39 min)
     python benchmarks/optimizers.py --wide --tasks pendulum-swingup,vanderpol-wide,ballbeam-wide,quadrotor2d-wide,\
 cartpole-wide --seeds 1 --optimizers sphere-mm,prodigy,dadapt-adam,schedulefree-adamw --trials 0  # 34 min, 2 jobs
 """
