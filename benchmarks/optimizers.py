@@ -323,6 +323,8 @@ def main() -> None:
     if args.quick:
         args.tasks, args.random, args.seeds, args.trials, args.steps = "double_integrator,random-0", 1, 1, 2, 100
         args.tag = args.tag or "quick"  # never overwrites the full results
+    if args.seeds < 1 or args.trials < 0:
+        ap.error(f"--seeds must be ≥ 1 and --trials ≥ 0 (got --seeds {args.seeds}, --trials {args.trials})")
     for opt in args.optimizers.split(","):
         from lipnet.optim.registry import optimizer_class
 

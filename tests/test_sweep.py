@@ -435,6 +435,16 @@ def test_optimizer_benchmark_records_tables_and_targets(tmp_path):
             bench.adam_lrs(bad, tasks)
 
 
+def test_optimizer_benchmark_rejects_bad_counts_before_running(monkeypatch, capsys):
+    bench = _benchmark("optimizers")
+    monkeypatch.setattr(bench, "run_all", lambda *a: pytest.fail("ran with a bad count"))
+    for argv in (["--seeds", "0"], ["--trials", "-1"]):
+        monkeypatch.setattr(sys, "argv", ["optimizers.py", *argv])
+        with pytest.raises(SystemExit) as exc:
+            bench.main()
+        assert exc.value.code == 2 and "--seeds must be ≥ 1" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------------------- a multi-node cluster
 @pytest.mark.slow
 def test_multi_node_cluster(tmp_path):
