@@ -287,7 +287,7 @@ def print_report(table: list[dict], targets: dict, tuning: list[dict]) -> None:
         d, a = targets["wall_s_default_vs_tuned_adam"]
         trials = max((len(t["trials"]) for t in tuning), default=0)
         reused = [t["task"] for t in tuning if t.get("reused")]
-        print(f"- default within 1 % of {trials or 'earlier'}-trial-tuned Adam on "
+        print(f"- default within 1 % of {f'{trials}-trial' if trials else 'earlier'}-tuned Adam on "
               f"{_frac(targets['within_1pct_of_tuned_adam'])} of pairs; target ≥ 80 %, at ≤ its wall time: "
               f"{d:.0f} s vs {a:.0f} s (tuning included" + (f", except the earlier tuning of {', '.join(reused)} "
                                                           "(--adam-lr): add its time" if reused else "") + ")")
