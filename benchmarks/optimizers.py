@@ -213,7 +213,10 @@ def table_of(runs: list[dict]) -> list[dict]:
             hits = [r for r in rs if r["ttt_steps"] is not None]
             out.append({"task": task, "optimizer": opt, "seeds": len(rs),
                         "median_final": _median([r["final"] for r in rs]), "worst_final": max(r["final"] for r in rs),
-                        "reached": len(hits), "median_ttt_steps": _median([r["ttt_steps"] for r in hits]),
+                        "median_success": _median([r["success"] for r in rs]),
+                        "worst_success": min(r["success"] for r in rs),
+                        "reached": None if task in WIDE else len(hits),  # no LQR-optimum target there
+                        "median_ttt_steps": _median([r["ttt_steps"] for r in hits]),
                         "median_ttt_s": _median([r["ttt_s"] for r in hits]),
                         "median_steps": _median([r["steps"] for r in rs]),
                         "median_wall_s": _median([r["wall_s"] for r in rs]),
@@ -268,14 +271,17 @@ def _frac(pair) -> str:
 
 
 def print_report(table: list[dict], targets: dict, tuning: list[dict]) -> None:
-    print("\n| task | optimizer | final / LQR opt. (median) | worst seed | reached 1.01× | steps to 1.01× (median) | "
-          "s to 1.01× (median) | steps run (median) | wall s (median) | divergences |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\nfinal: the final cost over the LQR optimum (linear tasks) or over the saturated LQR's cost on the same "
+          "starts (wide tasks); success: the share of evaluation starts stabilised")
+    print("\n| task | optimizer | final (median) | worst seed | success (median, worst) | reached 1.01× | "
+          "steps to 1.01× (median) | s to 1.01× (median) | steps run (median) | wall s (median) | divergences |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for t in table:
         name = t["optimizer"] + (f" (lr {t['lr']:.2g})" if t["lr"] else "")
-        print(f"| {t['task']} | {name} | {_fmt(t['median_final'])} | {_fmt(t['worst_final'])} | "
-              f"{t['reached']}/{t['seeds']} | {_fmt(t['median_ttt_steps'], '.0f')} | "
-              f"{_fmt(t['median_ttt_s'], '.1f')} | "
+        reached = "–" if t["reached"] is None else f"{t['reached']}/{t['seeds']}"
+        print(f"| {t['task']} | {name} | {_fmt(t['median_final'], '.6g')} | {_fmt(t['worst_final'], '.6g')} | "
+              f"{_fmt(t['median_success'], '.1%')}, {_fmt(t['worst_success'], '.1%')} | {reached} | "
+              f"{_fmt(t['median_ttt_steps'], '.0f')} | {_fmt(t['median_ttt_s'], '.1f')} | "
               f"{_fmt(t['median_steps'], '.0f')} | {_fmt(t['median_wall_s'], '.1f')} | {t['divergences']} |")
     print()
     if "ahead_of_every_peer" in targets:

@@ -412,16 +412,19 @@ def test_optimizer_benchmark_records_tables_and_targets(tmp_path):
     bad = bench.record({"trial": "none", "status": "failed", "error": "boom"}, tmp_path, "di", "dog", wide=False)
     assert bad["diverged"] and bad["final"] == float("inf") and bad["error"] == "boom"
 
-    def run(opt, seed, final, wall=1.0):
+    def run(opt, seed, final, wall=1.0, success=1.0):
         return {"task": "di", "optimizer": opt, "seed": seed, "final": final, "wall_s": wall, "steps": 100,
+                "success": success,
                 "ttt_steps": None, "ttt_s": None, "diverged": final > 10, "lr": 0.01 if opt == bench.TUNED else 0.0}
 
-    runs = [run("sphere-mm", 0, 1.001), run("sphere-mm", 1, 1.02), run("prodigy", 0, 1.002), run("prodigy", 1, 1.01),
+    runs = [run("sphere-mm", 0, 1.001), run("sphere-mm", 1, 1.02, success=0.5), run("prodigy", 0, 1.002),
+            run("prodigy", 1, 1.01),
             run(bench.TUNED, 0, 1.0005), run(bench.TUNED, 1, 1.0)]
     table = bench.table_of(runs)
     assert [(t["optimizer"], t["median_final"], t["worst_final"]) for t in table] == [
         ("sphere-mm", pytest.approx(1.0105), 1.02), ("prodigy", pytest.approx(1.006), 1.01),
         (bench.TUNED, pytest.approx(1.00025), 1.0005)]
+    assert (table[0]["median_success"], table[0]["worst_success"]) == (0.75, 0.5)
     targets = bench.targets_of(runs, [{"wall_s": 5.0, "trials": []}], ["di"])
     assert targets["ahead_per_peer"]["prodigy"] == (1, 2) and targets["ahead_of_every_peer"] == (1, 2)
     assert targets["within_1pct_of_tuned_adam"] == (1, 2)
