@@ -168,10 +168,12 @@ def run_all(args, out: Path) -> tuple[list[dict], list[dict]]:
     """Every run of the protocol: the automatic optimisers and peers, then the tuning and tuned Adam per task."""
     tasks = tasks_of(args)
     by_spec = {spec: name for name, spec in tasks.items()}
-    optimizers = args.optimizers.split(",")
+    optimizers = [o for o in args.optimizers.split(",") if o]  # none: only the tuning and tuned Adam
     seeds = list(range(args.seeds))
     runs: list[dict] = []
     for name, spec in tasks.items():  # task by task, so a partial run already has whole tasks
+        if not optimizers:
+            break
         t0 = time.perf_counter()
         rows = _sweep(base_config(args), [{"plant": [spec], "train.optimizer": optimizers, "seed": seeds}], out, args)
         runs += [record(r, out, by_spec[r["plant"]], r["optimizer"], name in WIDE) for r in rows]
@@ -307,7 +309,8 @@ def print_report(table: list[dict], targets: dict, tuning: list[dict]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--optimizers", default=",".join(LIPNET + list(PEERS)),
-                    help="the optimisers run at their defaults (tuned Adam comes on top unless --trials 0)")
+                    help="the optimisers run at their defaults (tuned Adam comes on top unless --trials 0; "
+                         "'' for tuned Adam alone)")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--random", type=int, default=4, help="random linear plants (held-out kind)")
     ap.add_argument("--wide", action="store_true", help="add the wide nonlinear tasks (slow)")
@@ -331,7 +334,9 @@ def main() -> None:
         args.tag = args.tag or "quick"  # never overwrites the full results
     if args.seeds < 1 or args.trials < 0:
         ap.error(f"--seeds must be ≥ 1 and --trials ≥ 0 (got --seeds {args.seeds}, --trials {args.trials})")
-    for opt in args.optimizers.split(","):
+    if not args.optimizers.strip(",") and not (args.trials or args.adam_lr):
+        ap.error("nothing to run: --optimizers '' runs tuned Adam alone, so give --trials N or --adam-lr")
+    for opt in filter(None, args.optimizers.split(",")):
         from lipnet.optim.registry import optimizer_class
 
         try:

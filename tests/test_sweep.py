@@ -438,14 +438,37 @@ def test_optimizer_benchmark_records_tables_and_targets(tmp_path):
             bench.adam_lrs(bad, tasks)
 
 
+def test_optimizer_benchmark_runs_tuned_adam_alone(monkeypatch, tmp_path):
+    """`--optimizers ''`: no run at defaults, only Adam at its (here earlier-tuned) lr on every seed."""
+    bench = _benchmark("optimizers")
+    grids = []
+
+    def sweep(base, gs, out, args):
+        grids.extend(gs)
+        return [{"trial": f"t{s}", "status": "done", "cost_vs_lqr_optimum": "1.001", "seed": str(s),
+                 "plant": gs[0]["plant"][0]} for s in gs[0]["seed"]]
+
+    monkeypatch.setattr(bench, "_sweep", sweep)
+
+    class Args:
+        optimizers, seeds, random, wide, tasks, trials, steps = "", 2, 0, False, "double_integrator", 0, 0
+        adam_lr = "double_integrator=0.07"
+
+    runs, tuning = bench.run_all(Args, tmp_path)
+    assert grids == [{"plant": ["double_integrator"], "train.optimizer": ["adam"], "train.lr": [0.07], "seed": [0, 1]}]
+    assert [(r["optimizer"], r["seed"]) for r in runs] == [(bench.TUNED, 0), (bench.TUNED, 1)]
+    assert tuning[0]["reused"]
+
+
 def test_optimizer_benchmark_rejects_bad_counts_before_running(monkeypatch, capsys):
     bench = _benchmark("optimizers")
     monkeypatch.setattr(bench, "run_all", lambda *a: pytest.fail("ran with a bad count"))
-    for argv in (["--seeds", "0"], ["--trials", "-1"]):
+    for argv, says in ((["--seeds", "0"], "--seeds must be ≥ 1"), (["--trials", "-1"], "--seeds must be ≥ 1"),
+                       (["--optimizers", "", "--trials", "0"], "nothing to run")):
         monkeypatch.setattr(sys, "argv", ["optimizers.py", *argv])
         with pytest.raises(SystemExit) as exc:
             bench.main()
-        assert exc.value.code == 2 and "--seeds must be ≥ 1" in capsys.readouterr().err
+        assert exc.value.code == 2 and says in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------- a multi-node cluster
