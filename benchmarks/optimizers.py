@@ -28,6 +28,10 @@ table and writes `benchmarks/results/optimizers.json`.
 pvtol=0.0716,random-0=0.0355,random-1=0.0369,random-3=0.00224 --out sweeps/opt10  # tuned Adam, 10 seeds (39 min)
     python benchmarks/optimizers.py --wide --tasks pendulum-swingup,vanderpol-wide,ballbeam-wide,quadrotor2d-wide,\
 cartpole-wide --seeds 1 --optimizers sphere-mm,prodigy,dadapt-adam,schedulefree-adamw --trials 0  # 34 min, 2 jobs
+    python benchmarks/optimizers.py --wide --tasks ballbeam-wide --optimizers '' --out sweeps/bb-adam --tag bb-adam
+        # the tuning and tuned Adam alone, beside the other optimisers' run in a second process (--tag bb-rest), then
+    python benchmarks/optimizers.py --merge benchmarks/results/optimizers_bb-adam.json \
+        benchmarks/results/optimizers_bb-rest.json --tag bb   # one report and results file for both parts
 """
 
 from __future__ import annotations
@@ -306,6 +310,35 @@ def print_report(table: list[dict], targets: dict, tuning: list[dict]) -> None:
           + " (target: zero)")
 
 
+def merge(paths: list[str], tag: str = "") -> None:
+    """Report the runs of several results files as one protocol (a later file's run of the same (task, optimiser,
+    seed) replaces an earlier one's) and write the merged results."""
+    runs: dict[tuple, dict] = {}
+    tuning: dict[str, dict] = {}
+    tasks: dict[str, str] = {}
+    for p in paths:
+        try:
+            data = json.loads(Path(p).read_text())
+            part_runs, part_tuning, part_tasks = data["runs"], data["tuning"], data["tasks"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise SystemExit(f"--merge: {p} is not a results file of this benchmark ({exc}); give the "
+                             "optimizers_*.json files it wrote") from exc
+        tasks.update(part_tasks)
+        for r in part_runs:
+            r["final"] = _float(r["final"])  # JSON keeps inf as a string
+            runs[(r["task"], r["optimizer"], r["seed"])] = r
+        tuning.update({t["task"]: t for t in part_tuning})
+    merged, tuned = list(runs.values()), list(tuning.values())
+    table = table_of(merged)
+    targets = targets_of(merged, tuned, [t for t in tasks if t not in WIDE])
+    print_report(table, targets, tuned)
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"optimizers_{tag or 'merged'}.json"
+    path.write_text(json.dumps({"merged_from": paths, "tasks": tasks, "table": table, "targets": targets,
+                                "tuning": tuned, "runs": merged}, indent=1, default=str))
+    print(f"\nwrote {path} ({len(merged)} runs)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--optimizers", default=",".join(LIPNET + list(PEERS)),
@@ -328,7 +361,13 @@ def main() -> None:
     ap.add_argument("--backend", choices=["ray", "local"], default="local")
     ap.add_argument("--address", default=None, help="a Ray cluster's HOST:PORT (with --backend ray)")
     ap.add_argument("--jobs", type=int, default=1, help="--backend local: runs at once")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="run nothing: report the runs of earlier results files together (parts of the protocol "
+                         "run in separate processes or sessions) and write them as one")
     args = ap.parse_args()
+    if args.merge:
+        merge(args.merge, args.tag)
+        return
     if args.quick:
         args.tasks, args.random, args.seeds, args.trials, args.steps = "double_integrator,random-0", 1, 1, 2, 100
         args.tag = args.tag or "quick"  # never overwrites the full results

@@ -460,6 +460,35 @@ def test_optimizer_benchmark_runs_tuned_adam_alone(monkeypatch, tmp_path):
     assert tuning[0]["reused"]
 
 
+def test_optimizer_benchmark_merges_results_of_separate_runs(monkeypatch, tmp_path, capsys):
+    """Parts of the protocol run in separate processes are reported as one; a later part's run replaces an earlier's."""
+    bench = _benchmark("optimizers")
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "results")
+
+    def run(opt, seed, final, wall=10.0):
+        return {"task": "vanderpol-wide", "optimizer": opt, "seed": seed, "final": final, "wall_s": wall,
+                "steps": 1600, "success": 1.0, "ttt_steps": None, "ttt_s": None, "diverged": False,
+                "lr": 1e-3 if opt == bench.TUNED else 0.0}
+
+    tasks = {"vanderpol-wide": "vanderpol?task=wide"}
+    first = {"tasks": tasks, "tuning": [], "runs": [run("sphere-mm", 0, 0.89), run("prodigy", 0, 0.80)]}
+    second = {"tasks": tasks, "runs": [run("prodigy", 0, 0.90), run(bench.TUNED, 0, 0.895)],
+              "tuning": [{"task": "vanderpol-wide", "lr": 1e-3, "trials": [{}] * 20, "wall_s": 5.0}]}
+    paths = []
+    for k, data in enumerate((first, second)):
+        paths.append(str(tmp_path / f"part{k}.json"))
+        Path(paths[-1]).write_text(json.dumps(data))
+    bench.merge(paths, "both")
+    out = capsys.readouterr().out
+    assert "ahead of every peer" in out and "1/1 = 100%" in out  # against the replacing run (0.90), not 0.80
+    assert "within 1 % of 20-trial-tuned Adam on 1/1" in out and "10 s vs 15 s" in out
+    merged = json.loads((tmp_path / "results" / "optimizers_both.json").read_text())
+    assert len(merged["runs"]) == 3 and merged["targets"]["ahead_of_every_peer"] == [1, 1]
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(SystemExit, match="not a results file"):
+        bench.merge([str(tmp_path / "bad.json")])
+
+
 def test_optimizer_benchmark_rejects_bad_counts_before_running(monkeypatch, capsys):
     bench = _benchmark("optimizers")
     monkeypatch.setattr(bench, "run_all", lambda *a: pytest.fail("ran with a bad count"))
