@@ -319,15 +319,14 @@ def merge(paths: list[str], tag: str = "") -> None:
     for p in paths:
         try:
             data = json.loads(Path(p).read_text())
-            part_runs, part_tuning, part_tasks = data["runs"], data["tuning"], data["tasks"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise SystemExit(f"--merge: {p} is not a results file of this benchmark ({exc}); give the "
+            tasks.update(data["tasks"])
+            for r in data["runs"]:
+                r["final"] = _float(r["final"])  # a final that is not a number counts as no result (inf)
+                runs[(r["task"], r["optimizer"], r["seed"])] = r
+            tuning.update({t["task"]: t for t in data["tuning"]})
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"--merge: {p} is not a results file of this benchmark ({exc!r}); give the "
                              "optimizers_*.json files it wrote") from exc
-        tasks.update(part_tasks)
-        for r in part_runs:
-            r["final"] = _float(r["final"])  # JSON keeps inf as a string
-            runs[(r["task"], r["optimizer"], r["seed"])] = r
-        tuning.update({t["task"]: t for t in part_tuning})
     merged, tuned = list(runs.values()), list(tuning.values())
     table = table_of(merged)
     targets = targets_of(merged, tuned, [t for t in tasks if t not in WIDE])

@@ -484,9 +484,10 @@ def test_optimizer_benchmark_merges_results_of_separate_runs(monkeypatch, tmp_pa
     assert "within 1 % of 20-trial-tuned Adam on 1/1" in out and "10 s vs 15 s" in out
     merged = json.loads((tmp_path / "results" / "optimizers_both.json").read_text())
     assert len(merged["runs"]) == 3 and merged["targets"]["ahead_of_every_peer"] == [1, 1]
-    (tmp_path / "bad.json").write_text("{}")
-    with pytest.raises(SystemExit, match="not a results file"):
-        bench.merge([str(tmp_path / "bad.json")])
+    for bad in ("{}", '{"tasks": {}, "tuning": [], "runs": [{"final": 1.0}]}', "[1]"):
+        (tmp_path / "bad.json").write_text(bad)
+        with pytest.raises(SystemExit, match="not a results file"):
+            bench.merge([str(tmp_path / "bad.json")])
 
 
 def test_optimizer_benchmark_rejects_bad_counts_before_running(monkeypatch, capsys):
