@@ -172,12 +172,10 @@ def run_all(args, out: Path) -> tuple[list[dict], list[dict]]:
     """Every run of the protocol: the automatic optimisers and peers, then the tuning and tuned Adam per task."""
     tasks = tasks_of(args)
     by_spec = {spec: name for name, spec in tasks.items()}
-    optimizers = [o for o in args.optimizers.split(",") if o]  # none: only the tuning and tuned Adam
+    optimizers = _optimizers(args)
     seeds = list(range(args.seeds))
     runs: list[dict] = []
-    for name, spec in tasks.items():  # task by task, so a partial run already has whole tasks
-        if not optimizers:
-            break
+    for name, spec in tasks.items() if optimizers else ():  # task by task: a partial run has whole tasks
         t0 = time.perf_counter()
         rows = _sweep(base_config(args), [{"plant": [spec], "train.optimizer": optimizers, "seed": seeds}], out, args)
         runs += [record(r, out, by_spec[r["plant"]], r["optimizer"], name in WIDE) for r in rows]
@@ -327,15 +325,26 @@ def merge(paths: list[str], tag: str = "") -> None:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise SystemExit(f"--merge: {p} is not a results file of this benchmark ({exc!r}); give the "
                              "optimizers_*.json files it wrote") from exc
-    merged, tuned = list(runs.values()), list(tuning.values())
-    table = table_of(merged)
-    targets = targets_of(merged, tuned, [t for t in tasks if t not in WIDE])
-    print_report(table, targets, tuned)
+    path = report(list(runs.values()), list(tuning.values()), tasks, f"optimizers_{tag or 'merged'}.json",
+                  {"merged_from": paths})
+    print(f"\nwrote {path} ({len(runs)} runs)")
+
+
+def report(runs: list[dict], tuning: list[dict], tasks: dict[str, str], name: str, extra: dict) -> Path:
+    """Print the table and the targets, and write them with the runs to `RESULTS/name`."""
+    table = table_of(runs)
+    targets = targets_of(runs, tuning, [t for t in tasks if t not in WIDE])
+    print_report(table, targets, tuning)
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"optimizers_{tag or 'merged'}.json"
-    path.write_text(json.dumps({"merged_from": paths, "tasks": tasks, "table": table, "targets": targets,
-                                "tuning": tuned, "runs": merged}, indent=1, default=str))
-    print(f"\nwrote {path} ({len(merged)} runs)")
+    path = RESULTS / name
+    path.write_text(json.dumps({**extra, "tasks": tasks, "table": table, "targets": targets, "tuning": tuning,
+                                "runs": runs}, indent=1, default=str))
+    return path
+
+
+def _optimizers(args) -> list[str]:
+    """The optimisers run at their defaults; none (`--optimizers ''`): only the tuning and tuned Adam."""
+    return [o for o in args.optimizers.split(",") if o]
 
 
 def main() -> None:
@@ -372,9 +381,9 @@ def main() -> None:
         args.tag = args.tag or "quick"  # never overwrites the full results
     if args.seeds < 1 or args.trials < 0:
         ap.error(f"--seeds must be ≥ 1 and --trials ≥ 0 (got --seeds {args.seeds}, --trials {args.trials})")
-    if not args.optimizers.strip(",") and not (args.trials or args.adam_lr):
+    if not _optimizers(args) and not (args.trials or args.adam_lr):
         ap.error("nothing to run: --optimizers '' runs tuned Adam alone, so give --trials N or --adam-lr")
-    for opt in filter(None, args.optimizers.split(",")):
+    for opt in _optimizers(args):
         from lipnet.optim.registry import optimizer_class
 
         try:
@@ -386,16 +395,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp) / "sweep"
         runs, tuning = run_all(args, out)
-    table = table_of(runs)
-    linear = [t for t in tasks_of(args) if t not in WIDE]
-    targets = targets_of(runs, tuning, linear)
-    print_report(table, targets, tuning)
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / (f"optimizers_{args.tag}.json" if args.tag else "optimizers.json")
-    path.write_text(json.dumps({"args": vars(args), "tasks": tasks_of(args), "table": table, "targets": targets,
-                                "tuning": tuning, "runs": runs, "seconds": time.perf_counter() - t0},
-                               indent=1, default=str))
-    print(f"\nwrote {path} ({len(runs)} runs, {time.perf_counter() - t0:.0f} s)")
+    seconds = time.perf_counter() - t0
+    path = report(runs, tuning, tasks_of(args), f"optimizers_{args.tag}.json" if args.tag else "optimizers.json",
+                  {"args": vars(args), "seconds": seconds})
+    print(f"\nwrote {path} ({len(runs)} runs, {seconds:.0f} s)")
 
 
 if __name__ == "__main__":
