@@ -13,7 +13,8 @@ saturated LQR's, not over the LQR optimum). `--seeds` (10) seeds per (task, opti
 
 Per run: final cost / LQR optimum on the held-out evaluation states, time-to-target (the first evaluation within
 `TARGET` = 1.01 × the LQR optimum: steps and training seconds), divergence (the run failed, the final cost is not
-finite, or it is over 10 × the first evaluation's). The table gives medians and the worst seed; the issue's
+finite, it is over 10 × the first evaluation's, or the run ended a phase on undone steps and returned its best
+validated controller, `lipnet.train.loop.DIVERGED`). The table gives medians and the worst seed; the issue's
 targets are computed as its last lines. Every run is a `lipnet sweep` trial (resumable with `--out`); prints the
 table and writes `benchmarks/results/optimizers.json`.
 
@@ -49,6 +50,7 @@ from pathlib import Path
 from lipnet.optim.registry import PEERS
 from lipnet.sweep import SweepSpec, run_sweep
 from lipnet.train.config import TrainConfig
+from lipnet.train.loop import DIVERGED as PHASE_DIVERGED
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LIPNET = ["sphere-mm", "sphere-newton", "agd", "manifold-adam"]
@@ -105,6 +107,14 @@ def _curve(run_dir: Path, key: str = "eval_cost_ratio") -> list[tuple[int, float
                 if r[key] not in ("", None)]
 
 
+def _stopped(run_dir: Path) -> str:
+    """Why a finished run stopped (its summary's `stopped`), or "" where it has no summary."""
+    try:
+        return str(json.loads((run_dir / "summary.json").read_text(encoding="utf-8")).get("stopped") or "")
+    except (OSError, ValueError):
+        return ""
+
+
 def record(row: dict, out: Path, task: str, optimizer: str, wide: bool) -> dict:
     """One run's record from its sweep row and its metrics: final ratio, time-to-target, divergence."""
     done = row.get("status") == "done"
@@ -112,8 +122,8 @@ def record(row: dict, out: Path, task: str, optimizer: str, wide: bool) -> dict:
     curve = _curve(out / row["trial"])
     hit = next(((s, t) for s, t, v in curve if v <= TARGET), None) if not wide else None
     first = curve[0][2] if curve else math.nan
-    diverged = (not done or not math.isfinite(final)
-                or (math.isfinite(first) and final > DIVERGED * first))
+    diverged = (not done or not math.isfinite(final) or (math.isfinite(first) and final > DIVERGED * first)
+                or _stopped(out / row["trial"]).startswith(PHASE_DIVERGED))
     return {"task": task, "optimizer": optimizer, "seed": int(row.get("seed") or 0), "lr": _float(row.get("lr"), 0.0),
             "final": final, "success": _float(row.get("success_rate"), 0.0), "steps": int(_float(row.get("steps"), 0)),
             "seconds": _float(row.get("seconds"), math.nan), "wall_s": _float(row.get("wall_seconds"), math.nan),

@@ -224,6 +224,30 @@ def test_rollout_phase_starts_from_the_best_validated_iterate_of_the_imitations_
     assert evals[8] == evals[6]  # what the rollout phase starts from is the step-6 controller
 
 
+def test_a_diverging_rollout_phase_ends_and_returns_its_best_validated_controller(tmp_path, monkeypatch):
+    import lipnet.train.loop as loop
+
+    real = loop._optimizer_step
+
+    def nan_in_rollout(opt, objective, controller, x0):  # every rollout step is undone (non-finite loss)
+        loss = real(opt, objective, controller, x0)
+        return loss * float("nan") if objective.name == "rollout" else loss
+
+    monkeypatch.setattr(loop, "_optimizer_step", nan_in_rollout)
+    cfg = _tiny_mpc_config()
+    cfg.train.steps = 40  # room for the 10 undone steps in a row that end the phase
+    with pytest.warns(UserWarning, match="best validated controller"):
+        res = train(cfg, tmp_path / "run", progress=False, log=lambda *a: None)
+    s = res.summary
+    assert s["stopped"].startswith(loop.DIVERGED) and "undone" in s["stopped"]
+    assert res.metrics[-1]["step"] == 6 + loop.MAX_SKIPPED_IN_A_ROW  # the phase ended there, not at step 40
+    best = torch.load(tmp_path / "run" / "train_state.pt", weights_only=False)["best"]
+    assert s["restored_best_step"] == best["step"] <= 6
+    saved = torch.load(tmp_path / "run" / "controller.pt", weights_only=True)["state_dict"]
+    for k, v in best["state"].items():
+        assert torch.equal(res.controller.state_dict()[k], v) and torch.equal(saved[k], v), k
+
+
 def test_straight_through_clip_keeps_the_value_and_passes_the_gradient():
     from lipnet.nn import Controller
 

@@ -409,6 +409,23 @@ def test_train_roa_stage_runs_last_records_itself_and_resumes(tmp_path):
         assert torch.equal(v, resumed.controller.state_dict()[k]), k
 
 
+def test_a_diverging_roa_stage_ends_and_returns_the_controller_it_started_from(tmp_path, monkeypatch):
+    import lipnet.train.loop as loop
+    from lipnet.train.config import RunConfig
+
+    real = loop._optimizer_step
+    monkeypatch.setattr(loop, "_optimizer_step", lambda opt, objective, controller, x0: (
+        real(opt, objective, controller, x0) * (float("nan") if objective.name == "lyapunov" else 1.0)))
+    cfg = RunConfig(plant="pendulum")
+    cfg.controller.hidden, cfg.train.steps, cfg.train.roa_steps, cfg.train.batch = [8], 4, 30, 16
+    with pytest.warns(UserWarning, match="best validated controller"):
+        res = loop.train(cfg, tmp_path / "r", progress=False, log=lambda *a: None)
+    stage = res.summary["roa_stage"]
+    assert "undone" in stage["ended_early"] and res.metrics[-1]["step"] == 4 + loop.MAX_SKIPPED_IN_A_ROW
+    assert res.summary["restored_best_step"] == 4  # the stage's start: no step of it was kept
+    assert stage["violating_share_after"] == stage["violating_share_before"]
+
+
 def test_train_roa_box_of_the_wrong_length_is_refused_before_the_folder(tmp_path, capsys):
     from lipnet.cli import main
 

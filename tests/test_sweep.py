@@ -411,6 +411,11 @@ def test_optimizer_benchmark_records_tables_and_targets(tmp_path):
     assert (rec["final"], rec["ttt_steps"], rec["ttt_s"], rec["diverged"], rec["seed"]) == (1.004, 50, 2.0, False, 3)
     bad = bench.record({"trial": "none", "status": "failed", "error": "boom"}, tmp_path, "di", "dog", wide=False)
     assert bad["diverged"] and bad["final"] == float("inf") and bad["error"] == "boom"
+    # a run that ended its rollout phase on undone steps returned its validated best: finite, yet a divergence
+    (run_dir / "summary.json").write_text(json.dumps({"stopped": "diverged: the last 10 steps were all undone"}))
+    rescued = bench.record({"trial": "t1", "status": "done", "cost_vs_saturated_lqr": "0.9", "seed": "3"}, tmp_path,
+                           "bb", "adam", wide=True)
+    assert rescued["final"] == 0.9 and rescued["diverged"]
 
     def run(opt, seed, final, wall=1.0, success=1.0):
         return {"task": "di", "optimizer": opt, "seed": seed, "final": final, "wall_s": wall, "steps": 100,

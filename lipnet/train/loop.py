@@ -388,6 +388,20 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
         rows.append(row)
         steps_this_call += 1
         failure = _failing(rows)
+        if failure and best["state"] is not None:
+            # A phase that keeps its best validated controller (the rollout phase after the MPC expert, the --roa
+            # stage) ends here and returns that controller: nothing validated is lost to a diverging iterate.
+            warnings.warn(f"step {step + 1}: {failure}; the phase ends and the run keeps its best validated "
+                          f"controller (step {best['step']})", stacklevel=2)
+            if step < total_main:
+                stop_reason = f"{DIVERGED}: {failure}; the run returns its best validated controller (step " \
+                              f"{best['step']})"
+                total_main = step + 1
+                total = total_main + tc.roa_steps
+            else:
+                roa_state["ended_early"] = failure
+                total = step + 1
+            failure = None
         if step + 1 < total_main and tc.stop == "plateau":  # the main phase may end early (stopping.py)
             reason = plateau(rows, phase_start=n_warm if n_warm < total_main else 0)
             if reason is None and validator is not None and best["state"] is not None:
@@ -445,7 +459,8 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
             summary["roa_stage"] = {
                 "steps": tc.roa_steps, "P": roa_state["P"].tolist(), "rate": roa_state["rate"],
                 "lqr_region": roa_state.get("lqr_region"),
-                "box": tc.roa_box or None, "violating_share_before": roa_state["before"],
+                "box": tc.roa_box or None, "ended_early": roa_state.get("ended_early"),
+                "violating_share_before": roa_state["before"],
                 "violating_share_after": best["score"][0],  # the kept controller's, checked at its step
                 "cost_before": roa_state.get("cost_before"), "cost_after": best.get("cost"),
                 "note": "share of 4096 states in {V ≤ 1} where V(F(x)) ≥ V(x); `lipnet certify` proves the region; "
@@ -456,6 +471,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
 # A run stops with an error when this many steps in a row, or more than half of its steps (from 20 on), were
 # undone for a non-finite loss or update: the result would be the untrained or last finite controller.
 MAX_SKIPPED_IN_A_ROW = 10
+DIVERGED = "diverged"  # how the stop reason of a phase ended by that rule begins (where it keeps a best controller)
 
 
 def _failing(rows: list[dict]) -> str | None:
