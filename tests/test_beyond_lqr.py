@@ -224,6 +224,25 @@ def test_rollout_phase_starts_from_the_best_validated_iterate_of_the_imitations_
     assert evals[8] == evals[6]  # what the rollout phase starts from is the step-6 controller
 
 
+@pytest.mark.parametrize("optimizer, rollout_surrogate", [("sphere-mm", False), ("manifold-adam", True)])
+def test_a_checking_optimiser_gets_the_clips_own_gradient(tmp_path, monkeypatch, optimizer, rollout_surrogate):
+    import lipnet.train.loop as loop
+
+    seen, real = set(), loop._optimizer_step
+
+    def spy(opt, objective, controller, x0):
+        seen.add((objective.name, controller.straight_through))
+        return real(opt, objective, controller, x0)
+
+    monkeypatch.setattr(loop, "_optimizer_step", spy)
+    cfg = _tiny_mpc_config()
+    cfg.train.optimizer = optimizer
+    train(cfg, tmp_path / "run", progress=False, log=lambda *a: None)
+    # the imitation (manifold-adam) follows the surrogate; sphere-mm's majoriser is checked against the loss it
+    # evaluates, so its slope must be that loss's: the hard clip's own gradient
+    assert seen == {("imitation", True), ("rollout", rollout_surrogate)}
+
+
 def test_a_diverging_rollout_phase_ends_and_returns_its_best_validated_controller(tmp_path, monkeypatch):
     import lipnet.train.loop as loop
 

@@ -6,7 +6,8 @@ A lipnet optimiser (a subclass of `LipnetOptimizer`, beside `torch.optim.Optimiz
 - `wants_loss_closure`: False (default) — the closure follows torch's contract: it zeroes the gradients, calls
   backward and returns the loss. True — the closure returns the loss *with its graph and without calling
   backward*; the optimiser differentiates it itself (second-order information, a decrease check), so it must be
-  deterministic.
+  deterministic, and its gradient must be that of the loss it evaluates: the training loop gives it the actuator
+  clip's own gradient, never the straight-through surrogate (`lipnet.train.loop._straight_through`).
 - `needs_double_backward`: True when the optimiser differentiates the closure's graph twice (Hessian-vector
   products), which a `torch.compile`d rollout cannot.
 - `last_info`: what the last step did (`{}` before the first; `{"skipped": "nonfinite_loss", ...}` for a step
