@@ -267,6 +267,43 @@ def test_a_diverging_rollout_phase_ends_and_returns_its_best_validated_controlle
         assert torch.equal(res.controller.state_dict()[k], v) and torch.equal(saved[k], v), k
 
 
+def test_rollout_phase_keeps_no_controller_worse_where_the_saturated_lqr_works():
+    import lipnet.train.loop as loop
+    from lipnet.nn import Controller
+
+    c = Controller(1, 1, hidden=(4,))
+    best = {"score": None, "state": None, "step": 0}
+    hand_off = {"success_rate": 1.0, "cost": 5.0, "cost_where_lqr_stabilises": 2.0,
+                "lqr_policy_cost_where_it_stabilises": 1.0}
+    loop._keep_best(best, hand_off, c, 10)
+    limit = loop._region_limit(best, hand_off)
+    assert limit == pytest.approx((1 + loop.LQR_REGION_SLACK) * 2.0)  # the imitated controller's, it costs more
+    cheaper_far_dearer_near = {"success_rate": 1.0, "cost": 4.0, "cost_where_lqr_stabilises": 2.5}
+    loop._keep_best(best, cheaper_far_dearer_near, c, 20, limit)
+    assert best["step"] == 10  # lower mean cost, but it trades the starts the LQR handles: not kept
+    cheaper = {"success_rate": 1.0, "cost": 4.5, "cost_where_lqr_stabilises": 2.1}
+    loop._keep_best(best, cheaper, c, 30, limit)
+    assert best["step"] == 30 and best["region_cost"] == 2.1
+    # the saturated LQR's own cost sets the allowance where it is the higher one; none without such starts
+    assert loop._region_limit({"region_cost": 0.5}, {"lqr_policy_cost_where_it_stabilises": 1.0}) == \
+        pytest.approx(1 + loop.LQR_REGION_SLACK)
+    assert loop._region_limit({"region_cost": None}, {"lqr_policy_cost_where_it_stabilises": None}) is None
+
+
+def test_evaluator_reports_the_cost_where_the_saturated_lqr_stabilises():
+    import lipnet.train.loop as loop
+
+    plant = plants.load("pendulum?task=swingup&horizon=40")
+    lqr = plants.lqr(plant)
+    x0 = plant.sample_initial(64, "eval", generator=torch.Generator().manual_seed(0))
+    ev = loop.Evaluator(plant, lqr, x0, plant.horizon, "none")
+    caught = ev.lqr_success
+    assert 0 < int(caught.sum()) < 64  # the swing-up: the saturated LQR catches some starts, not all
+    out = ev(lqr.policy)  # the saturated LQR against itself
+    assert out["cost_where_lqr_stabilises"] == pytest.approx(out["lqr_policy_cost_where_it_stabilises"])
+    assert out["lqr_policy_cost_where_it_stabilises"] == pytest.approx(float(ev.lqr_policy_cost[caught].mean()))
+
+
 def test_straight_through_clip_keeps_the_value_and_passes_the_gradient():
     from lipnet.nn import Controller
 
