@@ -90,6 +90,15 @@ def test_bad_option_with_overwrite_keeps_the_old_run(trained, tmp_path, capsys, 
     assert _tree(run) == before
 
 
+def test_train_threads_last_only_for_the_command(trained, tmp_path, capsys):
+    before = torch.get_num_threads()
+    # refused after --threads was read (a bad --hidden), and a finished run: neither leaves its thread count behind
+    assert main(["train", *FAST, "--threads", "7", "--hidden", "0", "--out", str(tmp_path / "bad")]) == 2
+    assert torch.get_num_threads() == before
+    assert main(["train", *FAST, "--threads", "3", "--out", str(tmp_path / "ok")]) == 0
+    assert torch.get_num_threads() == before
+
+
 def test_overwrite_removes_only_lipnets_files(trained, tmp_path):
     run = _copy(trained, tmp_path / "run")
     (run / "my-notes.md").write_text("keep me")

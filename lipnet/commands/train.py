@@ -118,16 +118,27 @@ def warn_shortfall(cfg) -> str | None:
 
 
 def run(args) -> int:
-    import json
-
     import torch
+
+    if not 1 <= args.threads <= 1024:
+        raise LipnetArgument(f"--threads must be from 1 to 1024 (default 1), got {args.threads}")
+    # For this command only: called in-process (`lipnet.cli.main`, the tests) a thread count left behind would
+    # make every later torch op start that many OpenMP workers (a fuzzed `--threads 1000` left ~1000 spinning
+    # threads in the test process, and the rest of the suite crawled on 2 cores).
+    previous = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(args) -> int:
+    import json
 
     from lipnet.train.loop import train
     from lipnet.train.report import write_report
 
-    if not 1 <= args.threads <= 1024:
-        raise LipnetArgument(f"--threads must be from 1 to 1024 (default 1), got {args.threads}")
-    torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
     if not args.resume and not args.plant and not args.config:
         print("lipnet train: no --plant given; using the default plant 'cartpole'")
