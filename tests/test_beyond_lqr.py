@@ -288,6 +288,8 @@ def test_rollout_phase_keeps_no_controller_worse_where_the_saturated_lqr_works()
     assert loop._region_limit({"region_cost": 0.5}, {"lqr_policy_cost_where_it_stabilises": 1.0}) == \
         pytest.approx(1 + loop.LQR_REGION_SLACK)
     assert loop._region_limit({"region_cost": None}, {"lqr_policy_cost_where_it_stabilises": None}) is None
+    assert loop._region_limit({"region_cost": math.inf}, {"lqr_policy_cost_where_it_stabilises": 1.0}) is None
+    assert loop._region_limit({"region_cost": math.nan}, {"lqr_policy_cost_where_it_stabilises": 1.0}) is None
 
 
 def test_evaluator_reports_the_cost_where_the_saturated_lqr_stabilises():

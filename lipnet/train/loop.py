@@ -661,7 +661,7 @@ def _region_limit(best: dict, ev: dict) -> float | None:
     starts at rest 0.4 rad from upright dropped and swung up again at 5–8 × the LQR's cost)."""
     own = best.get("region_cost")
     lqr = ev.get("lqr_policy_cost_where_it_stabilises")
-    if own is None or lqr is None:
+    if own is None or lqr is None or not math.isfinite(own):  # no such starts, or the start itself loses one
         return None
     return (1 + LQR_REGION_SLACK) * max(own, lqr)
 
