@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from lipnet._threads import single_thread
 from lipnet.exceptions import LipnetArgument
 from lipnet.pathlift.norms import path_lipschitz_bound
 
-from ._threads import single_thread
 from .lipsdp_cvxpy import solve_lipsdp_neuron
 from .lipsdp_schur import eclipse_fast_multipliers, lipsdp_schur
 from .lmi import LipschitzLMI, certify_multipliers, lmi_of_mlp

@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from lipnet._threads import single_thread
 from lipnet.exceptions import LipnetDimension
 
-from ._threads import single_thread
 from .network import MLP, mlp_of
 
 __all__ = ["Region", "LowerBound", "empirical_lower_bound", "network_forward", "network_jacobian"]

@@ -22,7 +22,8 @@ import time
 import numpy as np
 from scipy.linalg import solve_triangular
 
-from ._threads import single_thread
+from lipnet._threads import single_thread
+
 from .lmi import LipschitzLMI, certify_multipliers, lmi_matrix, rho_of_multipliers
 
 __all__ = ["eclipse_fast_multipliers", "feasible_start", "smoothed_descent", "barrier_solve", "lipsdp_schur"]

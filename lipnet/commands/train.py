@@ -118,19 +118,15 @@ def warn_shortfall(cfg) -> str | None:
 
 
 def run(args) -> int:
-    import torch
+    from lipnet._threads import torch_threads
 
     if not 1 <= args.threads <= 1024:
         raise LipnetArgument(f"--threads must be from 1 to 1024 (default 1), got {args.threads}")
     # For this command only: called in-process (`lipnet.cli.main`, the tests) a thread count left behind would
     # make every later torch op start that many OpenMP workers (a fuzzed `--threads 1000` left ~1000 spinning
     # threads in the test process, and the rest of the suite crawled on 2 cores).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _run(args)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _run(args) -> int:

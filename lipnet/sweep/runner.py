@@ -210,16 +210,15 @@ def run_trial(task: dict) -> dict:
     """
     import torch
 
+    from lipnet._threads import torch_threads
+
     t0 = time.perf_counter()
     threads = max(1, int(task.get("threads") or 1))
     row: dict[str, Any] = {"trial": task["id"], "status": "failed", "error": "", "threads": threads,
                            "node": _node_name()}
-    previous_threads = torch.get_num_threads()
     run_dir = Path(task["run_dir"])
     tmp = None
     try:
-        torch.set_num_threads(threads)
-        row["threads"] = torch.get_num_threads()
         work = run_dir
         if not _sees_sweep(run_dir.parent, task.get("token")):
             tmp = Path(tempfile.mkdtemp(prefix="lipnet-trial-"))
@@ -228,7 +227,8 @@ def run_trial(task: dict) -> dict:
                 work.mkdir()
                 for name, data in task["files"].items():
                     atomic_write(work / name, data)
-        with warnings.catch_warnings():
+        with torch_threads(threads), warnings.catch_warnings():
+            row["threads"] = torch.get_num_threads()
             warnings.simplefilter("ignore")  # the report lists the run's warnings; here they would break the bar
             _work(task, work)
         row.update(read_run(work))
@@ -239,7 +239,6 @@ def run_trial(task: dict) -> dict:
     except Exception as exc:  # noqa: BLE001 - a failed trial is recorded and the sweep goes on
         row["error"] = _one_line(exc)
     finally:
-        torch.set_num_threads(previous_threads)
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         row["wall_seconds"] = round(time.perf_counter() - t0, 3)
