@@ -70,6 +70,8 @@ class Evaluator:
             roll = plants.rollout(plant, lqr.policy, x0, horizon=horizon, terminal=self.terminal)
         self.lqr_policy_cost = roll.cost
         self.lqr_success = stabilised(plant, roll)
+        caught = self.lqr_success
+        self._lqr_cost_caught = float(roll.cost[caught].mean()) if caught.any() else None
 
     @torch.no_grad()
     def __call__(self, controller) -> dict:
@@ -88,7 +90,7 @@ class Evaluator:
                                                          if both.any() else None),
             # On the states the saturated LQR stabilises: where the rollout phase must not get worse (_keep_best).
             "cost_where_lqr_stabilises": float(cost[caught].mean()) if caught.any() else None,
-            "lqr_policy_cost_where_it_stabilises": float(self.lqr_policy_cost[caught].mean()) if caught.any() else None,
+            "lqr_policy_cost_where_it_stabilises": self._lqr_cost_caught,
             "lqr_optimum": float(self.optimum.mean()),
             "lqr_policy_cost": float(self.lqr_policy_cost.mean()),
             "success_rate": float(success.double().mean()),
