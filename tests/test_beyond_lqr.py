@@ -281,9 +281,13 @@ def test_rollout_phase_keeps_no_controller_worse_where_the_saturated_lqr_works()
     cheaper_far_dearer_near = {"success_rate": 1.0, "cost": 4.0, "cost_where_lqr_stabilises": 2.5}
     loop._keep_best(best, cheaper_far_dearer_near, c, 20, limit)
     assert best["step"] == 10  # lower mean cost, but it trades the starts the LQR handles: not kept
+    assert best["refused"] == 1  # ... and counted, for the report
+    dearer_everywhere = {"success_rate": 1.0, "cost": 6.0, "cost_where_lqr_stabilises": 2.5}
+    loop._keep_best(best, dearer_everywhere, c, 25, limit)
+    assert best["step"] == 10 and best["refused"] == 1  # no better score: nothing was refused
     cheaper = {"success_rate": 1.0, "cost": 4.5, "cost_where_lqr_stabilises": 2.1}
     loop._keep_best(best, cheaper, c, 30, limit)
-    assert best["step"] == 30 and best["region_cost"] == 2.1
+    assert best["step"] == 30 and best["region_cost"] == 2.1 and best["refused"] == 1
     # the saturated LQR's own cost sets the allowance where it is the higher one; none without such starts
     assert loop._region_limit({"region_cost": 0.5}, {"lqr_policy_cost_where_it_stabilises": 1.0}) == \
         pytest.approx(1 + loop.LQR_REGION_SLACK)
@@ -356,3 +360,19 @@ def test_dagger_relabels_visited_states_and_resumes_exactly(tmp_path):
     rest = train(cfg, tmp_path / "part", resume=True, progress=False, log=lambda *a: None)
     for a, b in zip(whole.controller.state_dict().values(), rest.controller.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_report_says_the_imitation_was_kept_and_why():
+    from lipnet.train.report import warnings_of
+
+    base = {"evaluation": {"cost": 1.0, "cost_ratio_to_lqr_optimum": 1.0}, "warm_start_steps": 1500,
+            "steps_total": 1600, "moved_from_warm_start": 0.0, "last_eval_improvement": None}
+    # the validated best came from the imitation's tail, before the hand-off: the rollout phase gave nothing
+    said = warnings_of({**base, "restored_best_step": 1150, "refused_by_lqr_region_guard": 3})
+    assert any("imitated the expert was kept" in w and "3 of its controllers" in w for w in said)
+    said = warnings_of({**base, "restored_best_step": 1500, "refused_by_lqr_region_guard": 0})
+    assert any("imitated the expert was kept" in w and "of its controllers" not in w for w in said)
+    # a rollout-phase controller was kept: no such warning; nor where there was no rollout phase at all
+    assert not any("was kept" in w for w in warnings_of({**base, "restored_best_step": 1575,
+                                                         "moved_from_warm_start": 0.05}))
+    assert not any("was kept" in w for w in warnings_of({**base, "steps_total": 1500, "restored_best_step": 1150}))

@@ -306,7 +306,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
             if roa_state is None:  # the stage starts from the best validated controller of the main phase
                 if best["state"] is not None and best["step"] != step:
                     controller.load_state_dict(best["state"])
-                best = {"score": None, "state": None, "step": 0}
+                best = {"score": None, "state": None, "step": 0, "refused": best.get("refused", 0)}
                 reference = _lqr_region(plant, lqr, tc.roa_box or None, log)
                 P, rate = target_shape(plant, controller, tc.roa_box or None, reference=reference)
                 _log_target(plant, tc.roa_box or None, P, rate, reference, log)
@@ -333,7 +333,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
                 roa_state["cost_before"] = ev0["cost_ratio_to_lqr_optimum"]
                 roa_state["success_before"] = ev0["success_rate"]
                 best = {"score": [roa_state["before"]], "state": copy.deepcopy(controller.state_dict()), "step": step,
-                        "cost": roa_state["cost_before"]}
+                        "cost": roa_state["cost_before"], "refused": best.get("refused", 0)}
         if step >= total_main:
             step_opt = roa_opt
         controller.straight_through = _straight_through(step_opt, mpc or step >= total_main)
@@ -458,6 +458,9 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool
                         "activation": activation, "warm_start_optimizer": WARM_OPTIMIZER if mpc else tc.optimizer,
                         "warm_start_steps": min(n_warm, total), "training_horizon": horizon, "terminal": terminal,
                         "restored_best_step": restored,
+                        # rollout-phase controllers with a better validation score that cost > the allowance on the
+                        # starts the saturated LQR stabilises (_region_limit); None where no such guard ran
+                        "refused_by_lqr_region_guard": best.get("refused", 0) if validator is not None else None,
                         "imitation_pairs": None if demo_set is None else len(demo_set.states),
                         "moved_from_warm_start": _moved(controller, warm_state, x_eval, plant),
                         # ‖(∂π/∂x(x_eq) + K) S‖_F / ‖K S‖_F: 0 where the controller linearises to the LQR
@@ -644,12 +647,14 @@ def _violation_share(obj, controller, seed: int) -> float:
 
 def _keep_best(best: dict, ev: dict, controller, step: int, limit: float | None = None) -> None:
     """Remember the controller with the highest success, then the lowest cost, on the validation states; one that
-    costs more than `limit` on the states the saturated LQR stabilises is not a candidate (`_region_limit`)."""
+    costs more than `limit` on the states the saturated LQR stabilises is not a candidate (`_region_limit`); those
+    that would have been kept are counted in `best["refused"]`."""
     region = ev.get("cost_where_lqr_stabilises")
-    if limit is not None and region is not None and not region <= limit:
-        return
     score = (ev["success_rate"], -ev["cost"] if math.isfinite(ev["cost"]) else -math.inf)
     if best["score"] is None or score > tuple(best["score"]):
+        if limit is not None and region is not None and not region <= limit:
+            best["refused"] = best.get("refused", 0) + 1  # the report says why such a phase kept the imitation
+            return
         best.update(score=list(score), state=copy.deepcopy(controller.state_dict()), step=step, region_cost=region)
 
 

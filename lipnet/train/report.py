@@ -98,9 +98,12 @@ def warnings_of(summary: dict) -> list[str]:
     moved = summary.get("moved_from_warm_start")
     restored = summary.get("restored_best_step")
     rollout_steps = summary.get("steps_total", 0) > summary.get("warm_start_steps", 0)
-    if restored is not None and restored == summary.get("warm_start_steps"):
+    refused = summary.get("refused_by_lqr_region_guard")
+    if rollout_steps and restored is not None and restored <= summary.get("warm_start_steps", 0):
         out.append("the rollout phase did not improve on the validation states, so the controller that imitated "
-                   "the expert was kept")
+                   "the expert was kept"
+                   + (f" ({refused} of its controllers had a better validation score but cost more than the "
+                      "allowance on the starts the saturated LQR stabilises)" if refused else ""))
     elif moved is not None and moved < 1e-3 and rollout_steps:
         out.append(f"the rollout phase left the warm start unchanged (actions moved {moved:.2g} relative); the "
                    "controller is the imitated expert")
