@@ -33,6 +33,8 @@ cartpole-wide --seeds 1 --optimizers sphere-mm,prodigy,dadapt-adam,schedulefree-
         # the tuning and tuned Adam alone, beside the other optimisers' run in a second process (--tag bb-rest), then
     python benchmarks/optimizers.py --merge benchmarks/results/optimizers_bb-adam.json \
         benchmarks/results/optimizers_bb-rest.json --tag bb   # one report and results file for both parts
+    python benchmarks/optimizers.py --tasks dcmotor --optimizers dog --trials 0 --first-seed 5 --out sweeps/b
+        # seeds 5-9 only, beside a process running seeds 0-4 (--seeds 5, its own --out), then --merge the two
 """
 
 from __future__ import annotations
@@ -183,7 +185,7 @@ def run_all(args, out: Path) -> tuple[list[dict], list[dict]]:
     tasks = tasks_of(args)
     by_spec = {spec: name for name, spec in tasks.items()}
     optimizers = _optimizers(args)
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.first_seed, args.seeds))
     runs: list[dict] = []
     for name, spec in tasks.items() if optimizers else ():  # task by task: a partial run has whole tasks
         t0 = time.perf_counter()
@@ -363,6 +365,8 @@ def main() -> None:
                     help="the optimisers run at their defaults (tuned Adam comes on top unless --trials 0; "
                          "'' for tuned Adam alone)")
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--first-seed", type=int, default=0, help="run seeds FIRST..SEEDS-1 only (the rest of a "
+                    "protocol whose first seeds ran earlier; --merge reports the parts together)")
     ap.add_argument("--random", type=int, default=4, help="random linear plants (held-out kind)")
     ap.add_argument("--wide", action="store_true", help="add the wide nonlinear tasks (slow)")
     ap.add_argument("--tasks", default="", help="only these task names (comma-separated)")
@@ -391,6 +395,8 @@ def main() -> None:
         args.tag = args.tag or "quick"  # never overwrites the full results
     if args.seeds < 1 or args.trials < 0:
         ap.error(f"--seeds must be ≥ 1 and --trials ≥ 0 (got --seeds {args.seeds}, --trials {args.trials})")
+    if not 0 <= args.first_seed < args.seeds:
+        ap.error(f"--first-seed must be in 0..{args.seeds - 1} so that some seed runs (got {args.first_seed})")
     if not _optimizers(args) and not (args.trials or args.adam_lr):
         ap.error("nothing to run: --optimizers '' runs tuned Adam alone, so give --trials N or --adam-lr")
     for opt in _optimizers(args):

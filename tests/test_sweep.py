@@ -455,13 +455,13 @@ def test_optimizer_benchmark_runs_tuned_adam_alone(monkeypatch, tmp_path):
 
     monkeypatch.setattr(bench, "_sweep", sweep)
 
-    class Args:
-        optimizers, seeds, random, wide, tasks, trials, steps = "", 2, 0, False, "double_integrator", 0, 0
-        adam_lr = "double_integrator=0.07"
+    class Args:  # seeds 1 and 2 only: the rest of a protocol whose seed 0 ran earlier (--first-seed)
+        optimizers, seeds, first_seed, random, wide, trials, steps = "", 3, 1, 0, False, 0, 0
+        tasks, adam_lr = "double_integrator", "double_integrator=0.07"
 
     runs, tuning = bench.run_all(Args, tmp_path)
-    assert grids == [{"plant": ["double_integrator"], "train.optimizer": ["adam"], "train.lr": [0.07], "seed": [0, 1]}]
-    assert [(r["optimizer"], r["seed"]) for r in runs] == [(bench.TUNED, 0), (bench.TUNED, 1)]
+    assert grids == [{"plant": ["double_integrator"], "train.optimizer": ["adam"], "train.lr": [0.07], "seed": [1, 2]}]
+    assert [(r["optimizer"], r["seed"]) for r in runs] == [(bench.TUNED, 1), (bench.TUNED, 2)]
     assert tuning[0]["reused"]
 
 
@@ -499,7 +499,8 @@ def test_optimizer_benchmark_rejects_bad_counts_before_running(monkeypatch, caps
     bench = _benchmark("optimizers")
     monkeypatch.setattr(bench, "run_all", lambda *a: pytest.fail("ran with a bad count"))
     for argv, says in ((["--seeds", "0"], "--seeds must be ≥ 1"), (["--trials", "-1"], "--seeds must be ≥ 1"),
-                       (["--optimizers", "", "--trials", "0"], "nothing to run")):
+                       (["--optimizers", "", "--trials", "0"], "nothing to run"),
+                       (["--seeds", "3", "--first-seed", "3"], "--first-seed must be in 0..2")):
         monkeypatch.setattr(sys, "argv", ["optimizers.py", *argv])
         with pytest.raises(SystemExit) as exc:
             bench.main()
